@@ -136,6 +136,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # --------------------------------------------------------------- optim
   c.optim = ml_collections.ConfigDict()
+  # adam (paper) | sgd (plain SGD: used by the device-count equivalence test, where Adam magnifies
+  # float noise on zero-gradient parameters).
+  c.optim.optimizer = 'adam'
   c.optim.lr_g = 1e-4
   c.optim.lr_d = 4e-4
   # Adam betas (paper b1=0, b2=0.999; the released code used b2=0.9).

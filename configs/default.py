@@ -45,6 +45,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.dataset.edge_cache_dir = config_dict.placeholder(str)
   # Number of grain worker processes (0 = read in the main process).
   c.dataset.num_workers = 0
+  # Number of validation examples the eval iterator yields (None = the whole split).
+  c.dataset.eval_num_examples = config_dict.placeholder(int)
   # Number of examples of the synthetic dataset (split train); the eval split uses a tenth.
   c.dataset.synthetic_size = 512
   # What to do with a broken example: 'error' stops with a message, 'skip' counts and logs it.

@@ -28,7 +28,8 @@ from ecgan_jax.data import sources as sources_lib
 from ecgan_jax.data import transforms
 
 log = logging.getLogger(__name__)
-READ_THREADS = 2
+READ_THREADS = 2  # threads decoding examples ahead (per process)
+BATCHES_AHEAD = 2  # batches assembled ahead by a background thread (0 workers)
 
 
 def _process_index_and_count(process_index: int | None,
@@ -131,12 +132,13 @@ def _to_process_memory(batch: dict) -> dict:
   return {k: np.array(v) for k, v in batch.items()}
 
 
-def _maybe_workers(ds: grain.IterDataset, num_workers: int) -> grain.IterDataset:
+def _prefetch(ds: grain.IterDataset, num_workers: int) -> grain.IterDataset:
+  """Batches are made ahead in `num_workers` processes, or else in a background thread."""
   if num_workers > 0:
     _absl_flags_parsed()
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=int(num_workers)))
-    ds = ds.map(_to_process_memory)
-  return ds
+    return ds.map(_to_process_memory)
+  return grain.experimental.ThreadPrefetchIterDataset(ds, prefetch_buffer_size=BATCHES_AHEAD)
 
 
 def build_train_dataset(config: Any, num_local_devices: int, process_index: int | None = None,
@@ -158,7 +160,7 @@ def build_train_dataset(config: Any, num_local_devices: int, process_index: int 
   ds = ds.to_iter_dataset(_read_options(host_batch))
   ds = ds.batch(host_batch, drop_remainder=True)
   ds = ds.map(transforms.SplitDevices(num_local_devices))
-  return _maybe_workers(ds, d.num_workers)
+  return _prefetch(ds, d.num_workers)
 
 
 def make_train_iterator(config: Any, num_local_devices: int, process_index: int | None = None,
@@ -234,7 +236,7 @@ def build_eval_dataset(config: Any, num_local_devices: int, process_index: int |
   ds = ds.to_iter_dataset(_read_options(host_batch))
   ds = ds.batch(host_batch, drop_remainder=True)
   ds = ds.map(transforms.SplitDevices(num_local_devices))
-  return _maybe_workers(ds, d.num_workers)
+  return _prefetch(ds, d.num_workers)
 
 
 def make_eval_iterator(config: Any, num_local_devices: int, process_index: int | None = None,

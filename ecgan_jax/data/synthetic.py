@@ -72,14 +72,19 @@ def render_scene(rng: np.random.Generator, height: int, width: int,
     tx, r = rng.uniform(0, w), rng.uniform(0.05, 0.12) * min(h, w)
     base = rng.uniform(horizon, h)
     cy = base - 2.5 * r
-    crown = (ys - cy) ** 2 + (xs - tx) ** 2 < r * r
-    trunk = (np.abs(xs - tx) < max(r * 0.2, 0.6)) & (ys > cy) & (ys < base)
+    ya, yb = max(int(cy - r), 0), min(int(base) + 1, h)  # bounding box of the tree
+    xa, xb = max(int(tx - r), 0), min(int(tx + r) + 1, w)
+    if ya >= yb or xa >= xb:
+      continue
+    by, bx, box = ys[ya:yb], xs[:, xa:xb], (slice(ya, yb), slice(xa, xb))
+    crown = (by - cy) ** 2 + (bx - tx) ** 2 < r * r
+    trunk = (np.abs(bx - tx) < max(r * 0.2, 0.6)) & (by > cy) & (by < base)
     obj = crown | trunk
-    tree_mask |= obj
-    trunk_mask = (trunk_mask | trunk) & ~crown
-    label[obj] = TREE
+    tree_mask[box] |= obj
+    trunk_mask[box] = (trunk_mask[box] | trunk) & ~crown
+    label[box][obj] = TREE
     if instance is not None:
-      instance[obj] = TREE * 1000 + k + 1
+      instance[box][obj] = TREE * 1000 + k + 1
   if instance is not None:
     stuff = (label != BUILDING) & (label != TREE)
     instance[stuff] = label[stuff].astype(np.int32) * 1000
@@ -92,7 +97,7 @@ def render_scene(rng: np.random.Generator, height: int, width: int,
   sky = np.stack([0.35 + 0.3 * grad, 0.55 + 0.25 * grad, 0.95 - 0.05 * grad], -1)
   sky = sky + 0.15 * (coarse[..., None] > 0.65) * (coarse[..., None] - 0.65) * 4  # clouds
   grass = np.array([0.2, 0.55, 0.15], np.float32) * (0.75 + 0.5 * fine[..., None])
-  road = np.array([0.35, 0.35, 0.37], np.float32) * (0.85 + 0.3 * fine[..., None])
+  road = np.array([0.22, 0.22, 0.25], np.float32) * (0.85 + 0.3 * fine[..., None])
   dash = (np.abs(xs - centre) < 0.08 * half + 0.3) & ((ys * 0.25 + 0.0).astype(np.int32) % 3 == 0)
   road = np.where(dash[..., None], np.float32(0.9), road)
   period_y, period_x = max(3, h // 16), max(3, w // 20)
@@ -102,13 +107,15 @@ def render_scene(rng: np.random.Generator, height: int, width: int,
                              np.float32))
   building = np.where(windows[..., None], np.float32(0.12), tone * (0.9 + 0.2 * fine[..., None]))
   ripple = 0.5 + 0.5 * np.sin(ys * 1.3 + 2.0 * np.sin(xs * 0.15))
-  water = np.array([0.1, 0.3, 0.6], np.float32) + 0.15 * ripple[..., None]
+  water = np.array([0.05, 0.2, 0.5], np.float32) + 0.12 * ripple[..., None]
   tree = np.array([0.08, 0.3, 0.08], np.float32) * (0.6 + 0.8 * coarse[..., None])
   tree = np.where((tree_mask & (coarse > 0.8))[..., None], np.float32(0.05), tree)
   tree = np.where(trunk_mask[..., None], np.array([0.35, 0.22, 0.1], np.float32), tree)
-  layers = np.stack(np.broadcast_arrays(sky, grass, road, building, water, tree), 0)
-  layers = layers + jitter[:, None, None, :]
-  rgb = np.take_along_axis(layers, label[None, :, :, None].astype(np.intp), 0)[0]
+  rgb = np.empty((h, w, 3), np.float32)
+  for c, texture in enumerate((sky, grass, road, building, water, tree)):
+    mask = label == c
+    if mask.any():
+      rgb[mask] = np.broadcast_to(texture, (h, w, 3))[mask] + jitter[c]
   out = {'image': np.clip(rgb * 255.0 + 0.5, 0, 255).astype(np.uint8), 'label': label}
   if instance is not None:
     out['instance'] = instance

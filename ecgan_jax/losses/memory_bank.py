@@ -146,17 +146,20 @@ def memory_bank_contrast(bank: MemoryBank, key: Array | None = None,
   loss against it alone is the documented masked result 0.0.
   """
   n_cls, size, dim = bank.pixel_queue.shape
-  queues = jnp.stack([bank.pixel_queue, bank.segment_queue], axis=1)  # [C, 2, T, D]
-  counts = jnp.stack([bank.pixel_count, bank.segment_count], axis=1)  # [C, 2]
-  written = jnp.arange(size)[None, None, :] < counts[:, :, None]  # [C, 2, T]
+  queues = (bank.pixel_queue, bank.segment_queue)
+  written = [jnp.arange(size)[None, :] < count[:, None]
+             for count in (bank.pixel_count, bank.segment_count)]  # [C, T] each
   if samples_per_class is not None:
     if key is None:
       raise ValueError('memory_bank_contrast needs a PRNG key to draw samples_per_class rows')
     n = min(int(samples_per_class), size)
-    score = jnp.where(written, jax.random.uniform(key, written.shape), -1.0)
-    score, rows = jax.lax.top_k(score, n)  # [C, 2, n]
-    written = score >= 0.0
-    queues = jnp.take_along_axis(queues, rows[..., None], axis=2)
+    drawn_queues, drawn_written = [], []
+    for k, queue, ok in zip(jax.random.split(key), queues, written):  # no [C, 2, T, D] copy
+      score, rows = jax.lax.top_k(jnp.where(ok, jax.random.uniform(k, ok.shape), -1.0), n)
+      drawn_queues.append(jnp.take_along_axis(queue, rows[..., None], axis=1))  # [C, n, D]
+      drawn_written.append(score >= 0.0)
+    queues, written = drawn_queues, drawn_written
+  queues, written = jnp.stack(queues, axis=1), jnp.stack(written, axis=1)  # [C, 2, R, D], [C, 2, R]
   labels = jnp.broadcast_to(jnp.arange(n_cls, dtype=jnp.int32)[:, None, None], written.shape)
   return queues.reshape(-1, dim), labels.reshape(-1), written.reshape(-1)
 

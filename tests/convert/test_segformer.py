@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -301,3 +302,14 @@ def test_batch_stats_sync_across_devices_equals_one_device_on_full_batch():
           variables, x.reshape(n, 2, *x.shape[1:]))
   np.testing.assert_allclose(np.asarray(out).reshape(ref_out.shape), ref_out, atol=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a[0], b, atol=1e-6), stats, ref_stats)
+
+
+def test_depthwise_conv_equals_grouped_flax_conv():
+  rng = np.random.RandomState(3)
+  x = jnp.asarray(rng.randn(2, 5, 7, 6), jnp.float32)
+  params = {'kernel': jnp.asarray(rng.randn(3, 3, 1, 6), jnp.float32),
+            'bias': jnp.asarray(rng.randn(6), jnp.float32)}
+  ours = segformer.DepthwiseConv3x3(6).apply({'params': params}, x)
+  conv = flax.linen.Conv(6, (3, 3), padding=((1, 1), (1, 1)), feature_group_count=6)
+  ref = conv.apply({'params': params}, x)
+  np.testing.assert_allclose(np.asarray(ours), np.asarray(ref), atol=1e-5)

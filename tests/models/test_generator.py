@@ -1,0 +1,308 @@
+"""ECGAN++ generator: shapes for every dataset config, parameter counts, gradients, spectral-norm
+state, determinism, ablation switches, Eq. 1, class-specific decoder, embeddings, config errors."""
+import importlib
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import default, synthetic
+from ecgan_jax import configuration as C
+from ecgan_jax.configuration import ConfigError
+from ecgan_jax.models import (build_discriminator, build_generator, build_style_encoder,
+                              one_hot_semantics)
+from ecgan_jax.models.generator import trunk_strides
+
+DATASETS = ('ade20k', 'cityscapes', 'coco_stuff', 'celebamask_hq', 'synthetic')
+RNGS = {'params': jax.random.PRNGKey(1), 'noise': jax.random.PRNGKey(2)}
+
+# Parameter counts of the released PyTorch ECGAN code (commit 4fcb0cc of Ha0Tang/ECGAN) for ADE20K,
+# ngf=ndf=64, counted by instantiating its SPADEGenerator / MultiscaleDiscriminator / ConvEncoder.
+REF_GENERATOR = 97_165_377  # the "97.2M": SPADE trunk + edge/image branches + G_s (+ unused fc1)
+REF_TRUNK = 96_490_752      # fc + head_0 + G_middle_0/1 + up_0..up_3
+REF_BRANCH = 24_467         # conv_{img,edge}{1..4}: 64->32->16->8->3
+REF_GS_UNUSED_FC1 = 22_650  # nn.Linear(150, 150) defined in the reference but never called
+REF_DISCRIMINATOR = 5_836_930
+REF_STYLE_ENCODER = 10_463_424
+
+
+def tiny_config(arg='tiny', crop=32, **model):
+  cfg = synthetic.get_config(arg)
+  cfg.dataset.crop_size = crop
+  cfg.dataset.load_size = crop
+  for k, v in model.items():
+    cfg.model[k] = v
+  return cfg
+
+
+def two_layouts(cfg):
+  """Two different label maps [2, H, W] (every class present somewhere in the batch)."""
+  h, w = C.image_size(cfg)
+  n = C.num_classes(cfg)
+  a = (np.arange(w)[None, :] * n // w + np.zeros((h, 1), int)) % n
+  b = np.where(np.arange(h)[:, None] < h // 2, 1, 3) + np.zeros((1, w), int)
+  b[: h // 4, : w // 4] = 5 % n
+  return jnp.asarray(np.stack([a, b]), jnp.int32)
+
+
+def semantics_for(cfg, label):
+  return one_hot_semantics(label, C.num_classes(cfg))
+
+
+def n_params(tree):
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+
+
+def abstract_init(model, *args, **kwargs):
+  return jax.eval_shape(lambda *a: model.init(RNGS, *a, **kwargs), *args)
+
+
+@pytest.fixture(scope='module')
+def tiny():
+  """Tiny full model (B8) at 32x32, batch 2: jitted init, then one jitted value-and-grad per mode
+  that also returns the outputs, updated batch_stats and sown intermediates (3 compiles)."""
+  cfg = tiny_config()
+  g = build_generator(cfg)
+  sem = semantics_for(cfg, two_layouts(cfg))
+  variables = jax.jit(lambda s: g.init(RNGS, s, train=False))(sem)
+
+  def loss(params, train):
+    out, state = g.apply({'params': params, 'batch_stats': variables['batch_stats']}, sem,
+                         train=train, mutable=['batch_stats', 'intermediates'])
+    value = sum(jnp.sum(jnp.sin(3.0 * x + 1.0)) for x in jax.tree.leaves(out)
+                if x.dtype == jnp.float32)
+    return value, (out, state)
+
+  run = jax.jit(jax.grad(loss, has_aux=True), static_argnums=1)
+  results = {train: run(variables['params'], train) for train in (False, True)}
+  return dict(cfg=cfg, g=g, sem=sem, variables=variables, results=results, run=run)
+
+
+@pytest.mark.parametrize('name', DATASETS)
+def test_output_shapes_for_every_dataset_config(name):
+  cfg = importlib.import_module(f'configs.{name}').get_config('tiny')
+  g = build_generator(cfg)
+  b, (h, w), k = 2, C.image_size(cfg), cfg.model.class_specific_topk
+  sem = jax.ShapeDtypeStruct((b, h, w, C.semantic_nc(cfg)), jnp.float32)
+  variables = abstract_init(g, sem, train=False)
+  out = jax.eval_shape(lambda v, s: g.apply(v, s, train=True, mutable=['batch_stats'])[0],
+                       variables, sem)
+  for key in ('image', 'coarse_image', 'edge', 'class_image'):
+    assert out[key].shape == (b, h, w, 3), key
+  assert out['class_images'].shape == (b, k, h, w, 3)
+  assert out['class_ids'].shape == (b, k) and out['class_ids'].dtype == jnp.int32
+  assert out['class_valid'].shape == (b, k) and out['class_valid'].dtype == jnp.bool_
+  for s in cfg.model.contrastive_strides:
+    assert out['embeddings'][f's{s}'].shape == (b, h // s, w // s, cfg.model.proj_dim)
+  if not cfg.dataset.no_instance:  # Cityscapes / COCO-Stuff: one-hot + instance channel
+    assert C.semantic_nc(cfg) == C.num_classes(cfg) + 1
+
+
+def test_ade20k_full_size_outputs_are_256x256():
+  cfg = importlib.import_module('configs.ade20k').get_config()
+  assert cfg.model.ngf == 64 and C.image_size(cfg) == (256, 256)
+  g = build_generator(cfg)
+  sem = jax.ShapeDtypeStruct((2, 256, 256, 151), jnp.float32)
+  variables = abstract_init(g, sem, train=False)
+  out = jax.eval_shape(lambda v, s: g.apply(v, s, train=False), variables, sem)
+  for key in ('image', 'coarse_image', 'edge'):  # I'', I', I'_e
+    assert out[key].shape == (2, 256, 256, 3)
+  assert out['embeddings']['s16'].shape == (2, 16, 16, 128)
+
+
+def parameter_table(cfg):
+  """{component: parameter count} for the generator, discriminator and style encoder."""
+  h, w = C.image_size(cfg)
+  sem = jax.ShapeDtypeStruct((1, h, w, C.semantic_nc(cfg)), jnp.float32)
+  img = jax.ShapeDtypeStruct((1, h, w, 3), jnp.float32)
+  gp = abstract_init(build_generator(cfg), sem, train=False)['params']
+  table = {
+      'E (trunk)': n_params(gp['trunk']),
+      'G_e (edge branch)': n_params(gp.get('edge_branch', {})),
+      'G_i (image branch)': n_params(gp['image_branch']),
+      'G_t (edge transfer)': 0,  # sigmoid attention: parameter-free
+      'G_s (semantic preserving)': n_params(gp.get('semantic_preserving', {})),
+      'G_c (class-specific decoder)': n_params(gp.get('class_decoder', {})),
+      'projection head': n_params(gp.get('projection_head', {})),
+  }
+  table['generator total'] = n_params(gp)
+  table['D (multi-scale discriminator)'] = n_params(
+      abstract_init(build_discriminator(cfg), sem, img, train=False)['params'])
+  table['style encoder'] = n_params(
+      abstract_init(build_style_encoder(cfg), img, train=False)['params'])
+  return table
+
+
+def test_parameter_counts_per_component_for_ade20k():
+  cfg = importlib.import_module('configs.ade20k').get_config()
+  table = parameter_table(cfg)
+  for name, count in table.items():
+    print(f'{name:32s} {count:>12,d}')
+  parts = [v for k, v in table.items() if k.startswith(('E ', 'G_', 'projection'))]
+  assert sum(parts) == table['generator total']
+  # The trunk and both branches are the released architecture, parameter for parameter.
+  assert table['E (trunk)'] == REF_TRUNK
+  assert table['G_e (edge branch)'] == table['G_i (image branch)'] == REF_BRANCH
+  # G_s: one channel per class N = 151 (150 + don't-care) where the reference uses label_nc=150,
+  # and no unused Linear(150, 150).
+  n, cf = 151, 64 + 3 + 3 + 151
+  assert table['G_s (semantic preserving)'] == (cf * n * 9 + n) + (n * cf * 9 + cf) + (cf * 27 + 3)
+  released_part = sum(table[k] for k in ('E (trunk)', 'G_e (edge branch)', 'G_i (image branch)',
+                                         'G_s (semantic preserving)'))
+  ref_gs = REF_GENERATOR - REF_TRUNK - 2 * REF_BRANCH - REF_GS_UNUSED_FC1
+  assert released_part - REF_GENERATOR == (table['G_s (semantic preserving)'] - ref_gs
+                                           - REF_GS_UNUSED_FC1)
+  assert abs(released_part - REF_GENERATOR) / REF_GENERATOR < 1e-3
+  assert table['D (multi-scale discriminator)'] == REF_DISCRIMINATOR
+  assert table['style encoder'] == REF_STYLE_ENCODER
+
+
+def test_gradients_reach_every_parameter(tiny):
+  # Evaluation-mode normalisation is a fixed affine map: every parameter must get a gradient.
+  g_eval = tiny['results'][False][0]
+  for path, g in jax.tree_util.tree_leaves_with_path(g_eval):
+    assert float(jnp.max(jnp.abs(g))) > 0, f'no gradient reaches {jax.tree_util.keystr(path)}'
+  # Training mode (batch statistics): every kernel gets a gradient...
+  g_train = tiny['results'][True][0]
+  flat = flax.traverse_util.flatten_dict(g_train, sep='/')
+  for name, g in flat.items():
+    if name.endswith('kernel'):
+      assert float(jnp.max(jnp.abs(g))) > 0, f'no gradient reaches {name}'
+  # ... while the bias of conv_0 (read only by the next batch norm, which removes per-channel
+  # constants) has a true gradient of zero: float noise far below its kernel's gradient.
+  for name, g in flat.items():
+    if name.startswith('trunk/') and name.endswith('conv_0/conv/bias'):
+      kernel = flat[name.replace('bias', 'kernel')]
+      assert float(jnp.max(jnp.abs(g))) < 1e-4 * float(jnp.max(jnp.abs(kernel))), name
+
+
+def test_spectral_norm_state_updates_in_training_not_in_evaluation(tiny):
+  v = tiny['variables']
+  before = flax.traverse_util.flatten_dict(v['batch_stats'], sep='/')
+  after_eval = flax.traverse_util.flatten_dict(tiny['results'][False][1][1]['batch_stats'], sep='/')
+  after_train = flax.traverse_util.flatten_dict(tiny['results'][True][1][1]['batch_stats'], sep='/')
+  sigma_keys = [k for k in before if k.endswith('/sn/sigma')]
+  bn_keys = [k for k in before if k.endswith(('/mean', '/var'))]
+  assert sigma_keys and bn_keys
+  for k in before:  # evaluation leaves every statistic alone
+    np.testing.assert_array_equal(before[k], after_eval[k], err_msg=k)
+  for k in bn_keys:
+    assert not np.allclose(before[k], after_train[k]), f'{k} did not update in training'
+  # Scaling every weight by 1.5 (as an optimiser step would change them) must show up in the
+  # stored sigma after one training pass: the power iteration runs and its state is written back.
+  scaled = jax.tree.map(lambda p: 1.5 * p, v['params'])
+  _, (_, state) = tiny['run'](scaled, True)
+  after_scaled = flax.traverse_util.flatten_dict(state['batch_stats'], sep='/')
+  for k in sigma_keys:
+    np.testing.assert_allclose(after_scaled[k], 1.5 * after_train[k], rtol=1e-4, err_msg=k)
+
+
+def test_same_rng_gives_same_outputs_and_other_noise_differs():
+  # vae on the B2 preset also shows that without G_t and G_s, I'' = I' = I'_i.
+  for mode, preset in (('vae', 'B2'), ('noise3d', 'B1')):
+    cfg = tiny_config(f'tiny,{preset}', multimodal=mode)
+    g = build_generator(cfg)
+    sem = semantics_for(cfg, two_layouts(cfg))
+    v = jax.jit(lambda s: g.init(RNGS, s, train=False))(sem)
+
+    @jax.jit
+    def run(keys, zs):
+      by_key = jax.vmap(lambda k: g.apply(v, sem, train=False, rngs={'noise': k})['image'])(keys)
+      out, state = jax.vmap(lambda z: g.apply(v, sem, z, train=False, mutable=['intermediates']))(
+          zs)  # an explicit z needs no RNG
+      return by_key, out, state['intermediates']['image_branch_output'][0]
+
+    keys = jnp.stack([jax.random.PRNGKey(7), jax.random.PRNGKey(7), jax.random.PRNGKey(8)])
+    zs = jnp.stack([jnp.ones((2, cfg.model.z_dim))] * 2)
+    by_key, by_z, image_i = run(keys, zs)
+    np.testing.assert_array_equal(by_key[0], by_key[1])
+    assert float(jnp.max(jnp.abs(by_key[0] - by_key[2]))) > 0, f'{mode}: noise has no effect'
+    np.testing.assert_array_equal(by_z['image'][0], by_z['image'][1])
+    assert float(jnp.max(jnp.abs(by_key[0] - by_z['image'][0]))) > 0, f'{mode}: z has no effect'
+    np.testing.assert_array_equal(by_z['image'], by_z['coarse_image'])
+    np.testing.assert_array_equal(by_z['coarse_image'], image_i)
+
+
+def test_ablation_switches_remove_components():
+  expect = {
+      'B1': set(),
+      'B2': {'edge_branch'},
+      'B3': {'edge_branch'},
+      'B4': {'edge_branch', 'semantic_preserving'},
+      'B6': {'edge_branch', 'semantic_preserving', 'class_decoder', 'projection_head'},
+  }
+  for preset, extra in expect.items():
+    cfg = tiny_config(f'tiny,{preset}')
+    g = build_generator(cfg)
+    h, w = C.image_size(cfg)
+    sem = jax.ShapeDtypeStruct((2, h, w, C.semantic_nc(cfg)), jnp.float32)
+    v = abstract_init(g, sem, train=False)
+    assert set(v['params']) == {'trunk', 'image_branch'} | extra, preset
+    out = jax.eval_shape(lambda v, s: g.apply(v, s, train=False), v, sem)
+    assert (out['edge'] is None) == ('edge_branch' not in extra)
+    assert (out['class_images'] is None) == ('class_decoder' not in extra)
+    assert (out['embeddings'] is None) == ('projection_head' not in extra)
+
+
+def test_edge_transfer_implements_eq1(tiny):
+  out, state = tiny['results'][False][1]
+  image_i = state['intermediates']['image_branch_output'][0]
+  expected = jax.nn.sigmoid(out['edge']) * image_i + image_i  # I' = sigmoid(I'_e) x I'_i + I'_i
+  np.testing.assert_allclose(out['coarse_image'], expected, rtol=1e-6, atol=1e-7)
+  assert not np.allclose(out['image'], out['coarse_image'])  # G_s produces a different I''
+
+
+def test_class_specific_decoder_covers_present_classes(tiny):
+  sem, cfg = tiny['sem'], tiny['cfg']
+  out = tiny['results'][True][1][0]
+  ids, valid = np.asarray(out['class_ids']), np.asarray(out['class_valid'])
+  area = np.asarray(sem).sum(axis=(1, 2))
+  k = cfg.model.class_specific_topk
+  for b in range(sem.shape[0]):
+    present = set(np.flatnonzero(area[b]))
+    assert set(ids[b][valid[b]]) == set(sorted(present, key=lambda c: (-area[b, c], c))[:k])
+    for j in range(k):
+      mask = np.asarray(sem[b, ..., ids[b, j]]) * valid[b, j]
+      img = np.asarray(out['class_images'][b, j])
+      assert np.all(img[mask == 0] == 0)  # nothing outside the class region
+      if valid[b, j]:
+        assert np.abs(img[mask == 1]).max() > 0
+  np.testing.assert_allclose(out['class_image'], np.asarray(out['class_images']).sum(1),
+                             rtol=1e-6, atol=1e-7)
+  # Layout 1 has 3 classes (< K = 4): the 4th slot is masked, not dropped.
+  assert valid[1].sum() == 3 and not valid[1, 3]
+
+
+def test_embeddings_are_l2_normalised_per_stride(tiny):
+  out = tiny['results'][True][1][0]
+  assert set(out['embeddings']) == {'s1', 's4', 's8', 's16'}
+  for s, e in out['embeddings'].items():
+    np.testing.assert_allclose(jnp.linalg.norm(e, axis=-1), 1.0, rtol=1e-5, err_msg=s)
+
+
+def test_bad_configuration_fails_naming_the_field():
+  cases = [
+      ('model.spectral_norm', 'sometimes'),
+      ('model.param_free_norm', 'group'),
+      ('model.multimodal', 'dropout'),
+      ('model.dtype', 'float16'),
+      ('model.ngf', 0),
+      ('model.use_edge', False),  # with use_edge_transfer still True
+      ('model.contrastive_strides', (1, 4, 8, 64)),
+  ]
+  for field, value in cases:
+    cfg = tiny_config()
+    section, name = field.split('.')
+    cfg[section][name] = value
+    expected = 'config.model.use_edge_transfer' if name == 'use_edge' else f'config.{field}'
+    for build in (build_generator, build_discriminator, build_style_encoder):
+      with pytest.raises(ConfigError, match=expected.replace('.', r'\.')):
+        build(cfg)
+  assert 64 not in trunk_strides(C.num_upsampling(tiny_config()))
+  cfg = default.get_config()
+  cfg.dataset.crop_size = 48  # not divisible by 2**5
+  cfg.dataset.load_size = 48
+  with pytest.raises(ConfigError, match=r'config\.dataset\.crop_size'):
+    build_generator(cfg)

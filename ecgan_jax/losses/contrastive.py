@@ -33,7 +33,8 @@ def _anchor_terms(rows, contrast, c_labels, c_valid, c_ids, inv_tau):
   # log sum_n e^n per anchor, shifted by the largest negative (a constant for the gradient).
   neg_max = jax.lax.stop_gradient(
       jnp.where(has_neg, jnp.max(jnp.where(neg, logits, -jnp.inf), axis=1), 0.0))
-  neg_sum = jnp.sum(jnp.where(neg, jnp.exp(logits - neg_max[:, None]), 0.0), axis=1)  # >= 1
+  # exp(-inf) = 0 for non-negatives: masking before exp keeps inf (and NaN gradients) out.
+  neg_sum = jnp.sum(jnp.exp(jnp.where(neg, logits - neg_max[:, None], -jnp.inf)), axis=1)  # >= 1
   lse_neg = jnp.where(has_neg, neg_max + jnp.log(jnp.where(has_neg, neg_sum, 1.0)), 0.0)
   # -log(e^l / (e^l + sum_n e^n)) = log(1 + e^(lse_neg - l)) = softplus(lse_neg - l): stable for
   # any logits. Without negatives the term is -log 1 = 0.

@@ -56,6 +56,10 @@ def test_pixel_contrastive_matches_naive_eq4_against_a_separate_set_with_large_l
   big = (a[0] * 5.0, a[1], a[2])
   got = losses.pixel_contrastive_loss(*big, *c, temperature=0.07)
   np.testing.assert_allclose(float(got), naive_eq4(*big, *c, 0.07, False), rtol=1e-5)
+  # ... and so do the gradients (logits - max negative up to ~+140: exp would overflow unmasked).
+  g = jax.grad(lambda x, y: losses.pixel_contrastive_loss(x, a[1], a[2], y, c[1], c[2],
+                                                          temperature=0.07), (0, 1))(big[0], c[0])
+  assert all(np.all(np.isfinite(x)) for x in g)
 
 
 def test_pixel_contrastive_same_under_jit_and_gradients_finite():

@@ -56,9 +56,13 @@ def test_pixel_contrastive_matches_naive_eq4_against_a_separate_set_with_large_l
   big = (a[0] * 5.0, a[1], a[2])
   got = losses.pixel_contrastive_loss(*big, *c, temperature=0.07)
   np.testing.assert_allclose(float(got), naive_eq4(*big, *c, 0.07, False), rtol=1e-5)
-  # ... and so do the gradients (logits - max negative up to ~+140: exp would overflow unmasked).
+  # Logits up to +-290: values still match and gradients stay finite (exp(logit - max negative)
+  # would overflow for positives if it were not masked first).
+  huge = (a[0] * 20.0, a[1], a[2])
+  got = losses.pixel_contrastive_loss(*huge, *c, temperature=0.07)
+  np.testing.assert_allclose(float(got), naive_eq4(*huge, *c, 0.07, False), rtol=1e-5)
   g = jax.grad(lambda x, y: losses.pixel_contrastive_loss(x, a[1], a[2], y, c[1], c[2],
-                                                          temperature=0.07), (0, 1))(big[0], c[0])
+                                                          temperature=0.07), (0, 1))(huge[0], c[0])
   assert all(np.all(np.isfinite(x)) for x in g)
 
 

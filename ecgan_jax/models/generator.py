@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from ecgan_jax import configuration
 from ecgan_jax.configuration import ConfigError
-from ecgan_jax.models.layers import (Conv, Dense, SPADEResBlock, leaky_relu, to_dtype, upsample2x,
+from ecgan_jax.models.layers import (Conv, Dense, leaky_relu, resblock_class, to_dtype, upsample2x,
                                      use_spectral)
 from ecgan_jax.models.semantics import resize_nearest
 
@@ -65,7 +65,7 @@ class SPADETrunk(nn.Module):
                ) -> tuple[jax.Array, dict[int, jax.Array]]:
     nf, (sh, sw) = self.ngf, self.latent_hw
     b, h, w = cond.shape[:3]
-    block_cls = nn.remat(SPADEResBlock, static_argnums=(3,)) if self.remat else SPADEResBlock
+    block_cls = resblock_class(self.remat)
     sn_first = use_spectral(self.spectral_norm, False)
 
     def block(features, name):

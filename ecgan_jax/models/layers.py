@@ -256,3 +256,9 @@ class SPADEResBlock(nn.Module):
     out = x_s.astype(self.dtype) + dx
     chex.assert_shape(out, (*x.shape[:3], self.features))
     return out
+
+
+def resblock_class(remat: bool) -> type[nn.Module]:
+  """SPADEResBlock, or its rematerialised version (activations recomputed in the backward pass,
+  `train` static) when config.model.remat is set. Same parameters either way."""
+  return nn.remat(SPADEResBlock, static_argnums=(3,)) if remat else SPADEResBlock

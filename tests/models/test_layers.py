@@ -1,0 +1,231 @@
+"""Layers: PyTorch-compatible resizing/pooling/padding, spectral norm, SPADE, the SPADE ResBlock,
+spectral-norm placement per mode, remat and bfloat16 compute."""
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from configs import synthetic
+from ecgan_jax import configuration as C
+from ecgan_jax.models import (build_discriminator, build_generator, build_style_encoder,
+                              one_hot_semantics)
+from ecgan_jax.models.layers import (SPADE, Conv, SPADEResBlock, SpectralNormalizer,
+                                     avg_pool_exclude_pad, resblock_class)
+from ecgan_jax.models.semantics import resize_nearest
+
+KEY = jax.random.PRNGKey(0)
+
+
+def nchw(x):
+  return torch.from_numpy(np.array(x)).permute(0, 3, 1, 2)
+
+
+def nhwc(t):
+  return t.permute(0, 2, 3, 1).numpy()
+
+
+@pytest.mark.parametrize('size_in,size_out', [((8, 8), (4, 4)), ((8, 12), (3, 5)),
+                                              ((5, 4), (8, 8)), ((6, 6), (6, 6))])
+def test_resize_nearest_matches_torch_interpolate(size_in, size_out):
+  x = np.random.RandomState(0).randn(2, *size_in, 3).astype(np.float32)
+  ref = nhwc(F.interpolate(nchw(x), size=size_out, mode='nearest'))
+  np.testing.assert_array_equal(resize_nearest(jnp.asarray(x), size_out), ref)
+
+
+def test_resize_nearest_keeps_label_ids_exact_by_striding():
+  label = jnp.arange(64).reshape(1, 8, 8)
+  np.testing.assert_array_equal(resize_nearest(label, (2, 2)), label[:, ::4, ::4])
+
+
+@pytest.mark.parametrize('hw', [(8, 8), (7, 10)])
+def test_avg_pool_excludes_padding_like_torch(hw):
+  x = np.random.RandomState(1).randn(2, *hw, 4).astype(np.float32)
+  ref = nhwc(F.avg_pool2d(nchw(x), 3, stride=2, padding=1, count_include_pad=False))
+  np.testing.assert_allclose(avg_pool_exclude_pad(jnp.asarray(x)), ref, rtol=1e-6, atol=1e-6)
+
+
+def test_conv_matches_torch_conv2d_with_padding_and_stride():
+  x = np.random.RandomState(2).randn(2, 9, 11, 3).astype(np.float32)
+  conv = Conv(5, 4, strides=2, padding=2)
+  v = conv.init(KEY, jnp.asarray(x))
+  w = np.array(v['params']['kernel'])  # [kh, kw, in, out]
+  ref = F.conv2d(nchw(x), torch.from_numpy(w).permute(3, 2, 0, 1),
+                 torch.from_numpy(np.array(v['params']['bias'])), stride=2, padding=2)
+  np.testing.assert_allclose(conv.apply(v, jnp.asarray(x)), nhwc(ref), rtol=1e-5, atol=1e-6)
+
+
+def test_one_hot_semantics_appends_the_instance_channel():
+  label = jnp.array([[[0, 2], [1, 2]]])
+  inst = jnp.array([[[[1.], [0.]], [[0.], [1.]]]])
+  sem = one_hot_semantics(label, 3, inst)
+  assert sem.shape == (1, 2, 2, 4) and sem.dtype == jnp.float32
+  np.testing.assert_array_equal(sem[0, 0, 1], [0, 0, 1, 0])
+  np.testing.assert_array_equal(sem[..., 3], inst[..., 0])
+
+
+def test_spectral_norm_power_iteration_converges_and_eval_leaves_it():
+  x = jnp.ones((1, 4, 4, 6))
+  conv = Conv(8, 3, spectral=True)
+  v = conv.init(KEY, x)
+  kernel = np.asarray(v['params']['kernel'])
+  top = np.linalg.svd(kernel.reshape(-1, 8), compute_uv=False)[0]
+  # Start from a fresh random u, v; each training call runs one power-iteration step.
+  state = jax.tree.map(lambda a: a, v['batch_stats'])
+  rng = np.random.RandomState(3)
+  state['sn']['u'] = jnp.asarray(rng.randn(8) / np.sqrt(8), jnp.float32)
+  state['sn']['v'] = jnp.asarray(rng.randn(54) / np.sqrt(54), jnp.float32)
+  step = jax.jit(lambda s: conv.apply({'params': v['params'], 'batch_stats': s}, x, True,
+                                      mutable=['batch_stats'])[1]['batch_stats'])
+  for _ in range(30):
+    state = step(state)
+  np.testing.assert_allclose(state['sn']['sigma'], top, rtol=1e-3)
+  # The normalised kernel has spectral norm 1: output equals conv with kernel / sigma.
+  y, same = conv.apply({'params': v['params'], 'batch_stats': state}, x, False,
+                       mutable=['batch_stats'])
+  plain = Conv(8, 3).apply({'params': {'kernel': kernel / float(state['sn']['sigma']),
+                                       'bias': v['params']['bias']}}, x)
+  np.testing.assert_allclose(y, plain, rtol=1e-4, atol=1e-6)
+  for a, b in zip(jax.tree.leaves(same['batch_stats']), jax.tree.leaves(state)):
+    np.testing.assert_array_equal(a, b)  # evaluation does not touch u, v, sigma
+  # The raw kernel keeps SPADE's small init scale (xavier gain 0.02): only its use is normalised.
+  assert top < 0.1
+
+
+def test_spectral_norm_gradient_flows_through_sigma():
+  w = jax.random.normal(KEY, (3, 3, 4, 5))
+  sn = SpectralNormalizer()
+  state = sn.init(KEY, w, False)
+
+  def f(w):
+    return jnp.sum(sn.apply(state, w, False) ** 2)
+
+  g = jax.grad(f)(w)
+  # ||W / sigma||_F^2 is invariant to scaling W, so its gradient is orthogonal to W.
+  assert abs(float(jnp.sum(g * w))) < 1e-4 * float(jnp.linalg.norm(g) * jnp.linalg.norm(w))
+  assert float(jnp.linalg.norm(g)) > 0
+
+
+def test_spade_without_modulation_is_the_param_free_norm():
+  rng = np.random.RandomState(4)
+  x = jnp.asarray(rng.randn(4, 8, 8, 6) * 3 + 1, jnp.float32)
+  seg = one_hot_semantics(jnp.asarray(rng.randint(0, 5, (4, 16, 16))), 5)
+  for kind, axes in (('batch', (0, 1, 2)), ('instance', (1, 2))):
+    spade = SPADE(hidden=8, param_free_norm=kind)
+    v = spade.init(KEY, x, seg, False)
+    zeroed = flax.traverse_util.flatten_dict(v['params'])
+    zeroed = flax.traverse_util.unflatten_dict(
+        {k: (jnp.zeros_like(a) if k[0] in ('mlp_gamma', 'mlp_beta') else a)
+         for k, a in zeroed.items()})
+    y, _ = spade.apply({**v, 'params': zeroed}, x, seg, True, mutable=['batch_stats'])
+    mean = x.mean(axes, keepdims=True)
+    expected = (x - mean) / jnp.sqrt(x.var(axes, keepdims=True) + 1e-5)
+    np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4, err_msg=kind)
+    # With its learned MLP, SPADE modulates by the label map: the output changes with seg.
+    y1 = spade.apply(v, x, seg, True, mutable=['batch_stats'])[0]
+    y2 = spade.apply(v, x, jnp.roll(seg, 4, axis=2), True, mutable=['batch_stats'])[0]
+    assert float(jnp.max(jnp.abs(y1 - y2))) > 1e-4
+
+
+def test_resblock_learns_a_bias_free_shortcut_only_when_channels_change():
+  x = jnp.ones((2, 4, 4, 8))
+  seg = jnp.ones((2, 8, 8, 3))
+  same = jax.eval_shape(lambda: SPADEResBlock(8, hidden=4).init(KEY, x, seg, False))['params']
+  change = jax.eval_shape(lambda: SPADEResBlock(6, hidden=4).init(KEY, x, seg, False))['params']
+  assert 'conv_s' not in same and 'norm_s' not in same
+  assert set(change['conv_s']) == {'kernel'} and change['conv_s']['kernel'].shape == (1, 1, 8, 6)
+  assert change['conv_0']['kernel'].shape == (3, 3, 8, 6)  # middle width min(fin, fout)
+  assert same['norm_0']['mlp_shared']['kernel'].shape == (3, 3, 3, 4)
+
+
+def sn_paths(tree):
+  return {'/'.join(k[:-2]) for k in flax.traverse_util.flatten_dict(tree) if k[-1] == 'u'}
+
+
+def kernel_paths(tree):
+  return {'/'.join(k[:-1]) for k in flax.traverse_util.flatten_dict(tree) if k[-1] == 'kernel'}
+
+
+def test_spectral_norm_placement_follows_the_config_mode():
+  cfg = synthetic.get_config('tiny')
+  h, w = C.image_size(cfg)
+  sem = jax.ShapeDtypeStruct((1, h, w, C.semantic_nc(cfg)), jnp.float32)
+  img = jax.ShapeDtypeStruct((1, h, w, 3), jnp.float32)
+  for mode in ('reference', 'all', 'none'):
+    cfg.model.spectral_norm = mode
+    nets = {'G': (build_generator(cfg), (sem,)), 'D': (build_discriminator(cfg), (sem, img)),
+            'E': (build_style_encoder(cfg), (img,))}
+    for name, (net, args) in nets.items():
+      v = jax.eval_shape(lambda *a: net.init({'params': KEY, 'noise': KEY}, *a, train=False),
+                         *args)
+      sn, kernels = sn_paths(v.get('batch_stats', {})), kernel_paths(v['params'])
+      if mode == 'all':
+        assert sn == kernels, name
+      elif mode == 'none':
+        assert not sn, name
+      elif name == 'G':  # conv_0 / conv_1 / conv_s of every SPADE ResBlock, nothing else
+        assert sn == {k for k in kernels if k.startswith('trunk/')
+                      and k.split('/')[-1] in ('conv_0', 'conv_1', 'conv_s')}
+        assert sn and all(k.startswith('trunk/') for k in sn)
+      elif name == 'D':  # the middle layers of every scale
+        n = cfg.model.n_layers_D
+        assert sn == {f'discriminator_{i}/conv_{j}' for i in range(cfg.model.num_D)
+                      for j in range(1, n)}
+      else:  # every conv of the style encoder, not its linear heads
+        assert sn == {k for k in kernels if k.startswith('layer')}
+
+
+def block_inputs():
+  x = jax.random.normal(KEY, (2, 8, 8, 6))
+  seg = one_hot_semantics(jax.random.randint(KEY, (2, 16, 16), 0, 4), 4)
+  return x, seg
+
+
+def test_remat_gives_the_same_outputs_gradients_and_parameter_layout():
+  x, seg = block_inputs()
+  v = SPADEResBlock(4, hidden=4).init(KEY, x, seg, False)
+
+  def loss(params, remat):
+    y, _ = resblock_class(remat)(4, hidden=4).apply({**v, 'params': params}, x, seg, True,
+                                                    mutable=['batch_stats'])
+    return jnp.sum(jnp.sin(y))
+
+  run = jax.jit(jax.value_and_grad(loss), static_argnums=1)
+  (l0, g0), (l1, g1) = run(v['params'], False), run(v['params'], True)
+  np.testing.assert_allclose(l0, l1, rtol=1e-6)
+  assert jax.tree.structure(g0) == jax.tree.structure(g1)
+  scale = max(float(jnp.max(jnp.abs(a))) for a in jax.tree.leaves(g0))
+  for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6 * scale)
+  # The trunk honours config.model.remat (the same parameters, rematerialised blocks).
+  cfg = synthetic.get_config('tiny')
+  cfg.model.remat = True
+  assert build_generator(cfg).remat
+
+
+def test_bfloat16_compute_keeps_float32_params():
+  x, seg = block_inputs()
+  v = SPADEResBlock(4, hidden=4).init(KEY, x, seg, False)
+  assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(v))
+  run = jax.jit(lambda v: [SPADEResBlock(4, hidden=4, dtype=d).apply(v, x, seg, False)
+                           for d in (jnp.bfloat16, jnp.float32)])
+  y16, y32 = run(v)
+  assert y16.dtype == jnp.bfloat16 and y32.dtype == jnp.float32
+  rel = float(jnp.linalg.norm(y16.astype(jnp.float32) - y32) / jnp.linalg.norm(y32))
+  assert rel < 2e-2
+
+
+def test_bfloat16_generator_returns_float32_outputs():
+  cfg = synthetic.get_config('tiny')
+  cfg.model.dtype = 'bfloat16'
+  g = build_generator(cfg)
+  h, w = C.image_size(cfg)
+  sem = jax.ShapeDtypeStruct((2, h, w, C.semantic_nc(cfg)), jnp.float32)
+  v = jax.eval_shape(lambda s: g.init({'params': KEY}, s, train=False), sem)
+  assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(v))
+  out = jax.eval_shape(lambda v, s: g.apply(v, s, train=True, mutable=['batch_stats'])[0], v, sem)
+  for key in ('image', 'coarse_image', 'edge', 'class_images', 'class_image'):
+    assert out[key].dtype == jnp.float32, key
+  assert all(e.dtype == jnp.float32 for e in out['embeddings'].values())

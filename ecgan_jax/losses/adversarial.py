@@ -27,7 +27,8 @@ def gan_loss(predictions: Sequence[Array | Sequence[Array]], target_is_real: boo
   With x the logits of one scale:
     hinge (default, SPADE code): D real mean(relu(1 - x)), D fake mean(relu(1 + x)); G -mean(x).
     original (the paper's log-loss, Eqs. 7-8, with G's non-saturating form): real/G
-      mean(softplus(-x)) = -mean(log sigmoid(x)), fake mean(softplus(x)) = -mean(log(1 - sigmoid x)).
+      mean(softplus(-x)) = -mean(log sigmoid(x)); fake mean(softplus(x)) =
+      -mean(log(1 - sigmoid(x))).
     ls (LSGAN): mean((x - t)^2) with t = 1 for real/G, 0 for fake.
   The generator side (`for_discriminator=False`) requires target_is_real=True.
   Eq. 8's (lambda + 1) and lambda weights are applied by the caller. float32 scalar.
@@ -54,7 +55,8 @@ def gan_loss(predictions: Sequence[Array | Sequence[Array]], target_is_real: boo
   return total / len(predictions)
 
 
-def feature_matching_loss(fake: Sequence[Sequence[Array]], real: Sequence[Sequence[Array]]) -> Array:
+def feature_matching_loss(fake: Sequence[Sequence[Array]],
+                          real: Sequence[Sequence[Array]]) -> Array:
   """Discriminator feature matching (pix2pixHD/SPADE): for each scale, the sum over intermediate
   feature maps (all but the last, the logits) of mean |f_fake - stop_gradient(f_real)|, then
   averaged over the scales (SPADE divides by num_D). Multiply by lambda_f outside. float32 scalar.
@@ -69,7 +71,8 @@ def feature_matching_loss(fake: Sequence[Sequence[Array]], real: Sequence[Sequen
     for f, r in zip(f_scale[:-1], r_scale[:-1]):
       if f.shape != r.shape:
         raise ValueError(f'feature shapes differ: {f.shape} vs {r.shape}')
-      total += jnp.mean(jnp.abs(f.astype(jnp.float32) - jax.lax.stop_gradient(r).astype(jnp.float32)))
+      r = jax.lax.stop_gradient(r).astype(jnp.float32)
+      total += jnp.mean(jnp.abs(f.astype(jnp.float32) - r))
   return total / len(fake)
 
 

@@ -131,14 +131,15 @@ def memory_bank_loss(anchors: Array, anchor_labels: Array, anchor_valid: Array |
                                 temperature=temperature, exclude_self=False, chunk_size=chunk_size)
 
 
-def _scale_labels(embeddings: Mapping[str, Array], labels: Array, stride: int) -> tuple[Array, Array]:
+def _scale_labels(embeddings: Mapping[str, Array], labels: Array,
+                  stride: int) -> tuple[Array, Array]:
   name = f's{stride}'
   if name not in embeddings or embeddings[name] is None:
     raise ValueError(f'embeddings has no scale {name!r}; keys: {sorted(embeddings)}')
   emb = embeddings[name]
   if emb.ndim != 4 or emb.shape[0] != labels.shape[0]:
-    raise ValueError(f'embeddings[{name!r}] must be [B, H/{stride}, W/{stride}, D] with the labels\''
-                     f' batch {labels.shape[0]}; got {emb.shape}')
+    raise ValueError(f'embeddings[{name!r}] must be [B, H/{stride}, W/{stride}, D] with the '
+                     f'batch size {labels.shape[0]} of the labels; got {emb.shape}')
   return emb, sampling.downsample_labels(labels, emb.shape[1:3])
 
 

@@ -73,7 +73,7 @@ def gather_across_devices(x: Array, axis_name: str | None) -> Array:
 
 
 def device_key(key: Array, axis_name: str | None) -> Array:
-  """Folds the device index into `key` inside a mapped context (unchanged when axis_name is None)."""
+  """Folds the device index into `key` in a mapped context (unchanged when axis_name is None)."""
   if axis_name is None:
     return key
   return jax.random.fold_in(key, lax.axis_index(axis_name))

@@ -191,7 +191,8 @@ def test_multiscale_and_cross_scale_jit_equal_and_grads_finite():
   key = jax.random.PRNGKey(3)
   kw = dict(num_classes=4, anchors_per_class=4, max_classes=3)
   bank = jax.jit(lambda e, l: losses.update_memory_bank(
-      losses.init_memory_bank(4, 8, 8), key, e, l, pixels_per_class=2))(embs['s4'], labels[:, ::4, ::4])
+      losses.init_memory_bank(4, 8, 8), key, e, l, pixels_per_class=2))(
+          embs['s4'], labels[:, ::4, ::4])
 
   def f(e, bank=None):
     return (losses.multiscale_contrastive_loss(key, e, labels, bank=bank, bank_samples_per_class=4,

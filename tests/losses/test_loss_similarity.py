@@ -1,4 +1,4 @@
-"""similarity_loss (Eq. 2) against a plain NumPy double loop over pixel pairs, and its memory bound."""
+"""similarity_loss (Eq. 2) against a plain NumPy loop over pixel pairs, and its memory bound."""
 import jax
 import jax.numpy as jnp
 import numpy as np

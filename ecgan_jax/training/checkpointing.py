@@ -30,8 +30,13 @@ STATE, DATA, CONFIG = 'state', 'data', 'config'
 
 
 def to_host(tree: Any) -> Any:
-  """Copies every array leaf to host numpy (fetching device arrays); leaves other leaves alone."""
-  return jax.tree.map(lambda x: np.asarray(jax.device_get(x)) if hasattr(x, 'shape') else x, tree)
+  """Copies every array leaf into a fresh host numpy array; leaves other leaves alone.
+
+  Always a copy: on CPU `device_get` may return a view of the device buffer, and the training
+  step donates (reuses) those buffers while an async save is still writing them.
+  """
+  return jax.tree.map(lambda x: np.array(jax.device_get(x), copy=True)
+                      if hasattr(x, 'shape') else x, tree)
 
 
 def abstract_like(tree: Any) -> Any:

@@ -89,7 +89,8 @@ class ParallelStep:
     return jax.tree.map(put, batch)
 
   def get_replicated(self, tree: Any) -> Any:
-    """Replicated on-device pytree -> host numpy pytree (this process's first copy)."""
+    """Replicated on-device pytree -> host numpy pytree (a copy of this process's first replica;
+    never a view of a device buffer, which a later donating step may overwrite)."""
     if self.parallelism == 'pmap':
-      return jax.tree.map(lambda x: np.asarray(jax.device_get(x[0])), tree)
-    return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
+      return jax.tree.map(lambda x: np.array(jax.device_get(x[0]), copy=True), tree)
+    return jax.tree.map(lambda x: np.array(x.addressable_data(0), copy=True), tree)

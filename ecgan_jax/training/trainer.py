@@ -59,6 +59,8 @@ def _setup_file_logging(workdir: str) -> logging.Handler | None:
     return None
   handler = logging.FileHandler(os.path.join(workdir, 'train.log'))
   handler.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(name)s: %(message)s'))
+  # Orbax logs every save step at INFO through absl; keep only its warnings in train.log.
+  handler.addFilter(lambda r: r.name != 'absl' or r.levelno >= logging.WARNING)
   root = logging.getLogger()
   root.addHandler(handler)
   if root.level > logging.INFO or root.level == logging.NOTSET:

@@ -1,0 +1,87 @@
+"""Shared pieces of the training tests: a micro config, subprocess runs with a shared compile cache."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from configs import synthetic
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# --config overrides that turn configs/synthetic.py:tiny into the micro model of the trainer tests:
+# 32x32 images, 4 steps, a checkpoint every 2, no sample grids (each costs another compile).
+MICRO_FLAGS = ('--config.dataset.crop_size=32', '--config.dataset.load_size=32',
+               '--config.dataset.synthetic_size=64', '--config.train.num_steps=4',
+               '--config.train.checkpoint_every=2', '--config.train.sample_every=0',
+               '--config.train.log_every=1')
+
+
+def micro_config(arg: str = 'tiny'):
+  """configs/synthetic.py:`arg` with the MICRO_FLAGS overrides applied."""
+  c = synthetic.get_config(arg)
+  for flag in MICRO_FLAGS:
+    path, value = flag[len('--config.'):].split('=')
+    section, key = path.split('.')
+    c[section][key] = type(c[section][key])(value)
+  return c
+
+
+def subprocess_env(num_devices: int, cache_dir: str) -> dict:
+  """Environment of a child JAX process: `num_devices` CPU devices and a persistent compile cache
+  shared by the children of one test (identical programs compile once)."""
+  env = dict(os.environ)
+  env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={num_devices}'
+  env['JAX_PLATFORMS'] = 'cpu'
+  env['JAX_COMPILATION_CACHE_DIR'] = cache_dir
+  env['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
+  env['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES'] = '0'
+  env['PYTHONPATH'] = REPO + os.pathsep + env.get('PYTHONPATH', '')
+  env['PYTHONUNBUFFERED'] = '1'
+  return env
+
+
+def run_python(args: list[str], env: dict, timeout: float = 600, check: bool = True,
+               **kwargs) -> subprocess.CompletedProcess:
+  proc = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True,
+                        text=True, timeout=timeout, **kwargs)
+  if check and proc.returncode != 0:
+    raise AssertionError(f'{args} exited with {proc.returncode}:\n{proc.stdout[-3000:]}\n'
+                         f'{proc.stderr[-6000:]}')
+  return proc
+
+
+def train_args(workdir: str, arg: str = 'tiny', extra: tuple[str, ...] = ()) -> list[str]:
+  return ['launch/train.py', f'--config=configs/synthetic.py:{arg}', f'--workdir={workdir}',
+          *MICRO_FLAGS, *extra]
+
+
+def restore_host_state(config, workdir: str, step: int | None = None):
+  """The TrainState saved in `workdir` (numpy leaves), restored onto the abstract state."""
+  import functools  # pylint: disable=import-outside-toplevel
+
+  import jax  # pylint: disable=import-outside-toplevel
+
+  from ecgan_jax.training import checkpointing  # pylint: disable=import-outside-toplevel
+  from ecgan_jax.training import state as state_lib  # pylint: disable=import-outside-toplevel
+  abstract = jax.eval_shape(functools.partial(
+      state_lib.create_train_state, config, models=state_lib.build_models(config, None),
+      optimizers=state_lib.make_optimizers(config)), jax.random.PRNGKey(0))
+  with checkpointing.Checkpointer(os.path.join(workdir, 'checkpoints')) as ckpt:
+    return ckpt.restore(abstract, step=step)
+
+
+def assert_trees_equal(a, b, exact: bool = True, rtol: float = 0.0, atol: float = 0.0) -> None:
+  import jax  # pylint: disable=import-outside-toplevel
+  la, ta = jax.tree_util.tree_flatten_with_path(a)
+  lb, tb = jax.tree_util.tree_flatten_with_path(b)
+  assert ta == tb, 'tree structures differ'
+  for (path, x), (_, y) in zip(la, lb):
+    name = jax.tree_util.keystr(path)
+    if exact:
+      assert np.array_equal(np.asarray(x), np.asarray(y)), f'{name} differs'
+    else:
+      np.testing.assert_allclose(np.asarray(x, np.float64), np.asarray(y, np.float64), rtol=rtol,
+                                 atol=atol, err_msg=name)

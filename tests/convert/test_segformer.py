@@ -313,3 +313,31 @@ def test_depthwise_conv_equals_grouped_flax_conv():
   conv = flax.linen.Conv(6, (3, 3), padding=((1, 1), (1, 1)), feature_group_count=6)
   ref = conv.apply({'params': params}, x)
   np.testing.assert_allclose(np.asarray(ours), np.asarray(ref), atol=1e-5)
+
+
+def test_convert_file_writes_msgpack_and_refuses_wrong_variant(hf_folder, tmp_path):
+  from ecgan_jax import convert
+  out = convert.convert_file('segformer', hf_folder, str(tmp_path / 'g_l.msgpack'))
+  assert os.path.isfile(out) and os.path.isfile(str(tmp_path / 'g_l.json'))
+  jax.tree.map(np.testing.assert_array_equal, convert.load_segformer_params(out),
+               convert.load_segformer_params(hf_folder))
+  with pytest.raises(common.ConversionError, match='not MiT-b1'):
+    convert.convert_file('segformer', hf_folder, str(tmp_path / 'b1.msgpack'), variant='b1')
+  with pytest.raises(ValueError, match='must end in .msgpack'):
+    convert.convert_file('segformer', hf_folder, str(tmp_path / 'x.bin'))
+
+
+def test_sharded_safetensors_index_is_read_as_one_state_dict(hf_folder, tmp_path):
+  import json
+  from safetensors.numpy import load_file, save_file
+  state = load_file(os.path.join(hf_folder, 'model.safetensors'))
+  keys = sorted(state)
+  shards = {'model-00001-of-00002.safetensors': keys[:len(keys) // 2],
+            'model-00002-of-00002.safetensors': keys[len(keys) // 2:]}
+  for name, part in shards.items():
+    save_file({k: state[k] for k in part}, str(tmp_path / name))
+  with open(tmp_path / 'model.safetensors.index.json', 'w') as f:
+    json.dump({'weight_map': {k: n for n, part in shards.items() for k in part}}, f)
+  jax.tree.map(np.testing.assert_array_equal,
+               convert_segformer.load_segformer_params(str(tmp_path)),
+               convert_segformer.load_segformer_params(hf_folder))

@@ -11,8 +11,8 @@ import pytest
 from configs import default, synthetic
 from ecgan_jax import configuration as C
 from ecgan_jax.configuration import ConfigError
-from ecgan_jax.models import (build_discriminator, build_generator, build_style_encoder,
-                              one_hot_semantics)
+from ecgan_jax.models import (GENERATOR_PARTS, build_discriminator, build_generator,
+                              build_style_encoder, one_hot_semantics, parameter_counts)
 from ecgan_jax.models.generator import trunk_strides
 
 DATASETS = ('ade20k', 'cityscapes', 'coco_stuff', 'celebamask_hq', 'synthetic')
@@ -23,7 +23,6 @@ RNGS = {'params': jax.random.PRNGKey(1), 'noise': jax.random.PRNGKey(2)}
 REF_GENERATOR = 97_165_377  # the "97.2M": SPADE trunk + edge/image branches + G_s (+ unused fc1)
 REF_TRUNK = 96_490_752      # fc + head_0 + G_middle_0/1 + up_0..up_3
 REF_BRANCH = 24_467         # conv_{img,edge}{1..4}: 64->32->16->8->3
-REF_GS_UNUSED_FC1 = 22_650  # nn.Linear(150, 150) defined in the reference but never called
 REF_DISCRIMINATOR = 5_836_930
 REF_STYLE_ENCODER = 10_463_424
 
@@ -49,10 +48,6 @@ def two_layouts(cfg):
 
 def semantics_for(cfg, label):
   return one_hot_semantics(label, C.num_classes(cfg))
-
-
-def n_params(tree):
-  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
 
 
 def abstract_init(model, *args, **kwargs):
@@ -112,49 +107,26 @@ def test_ade20k_full_size_outputs_are_256x256():
   assert out['embeddings']['s16'].shape == (2, 16, 16, 128)
 
 
-def parameter_table(cfg):
-  """{component: parameter count} for the generator, discriminator and style encoder."""
-  h, w = C.image_size(cfg)
-  sem = jax.ShapeDtypeStruct((1, h, w, C.semantic_nc(cfg)), jnp.float32)
-  img = jax.ShapeDtypeStruct((1, h, w, 3), jnp.float32)
-  gp = abstract_init(build_generator(cfg), sem, train=False)['params']
-  table = {
-      'E (trunk)': n_params(gp['trunk']),
-      'G_e (edge branch)': n_params(gp.get('edge_branch', {})),
-      'G_i (image branch)': n_params(gp['image_branch']),
-      'G_t (edge transfer)': 0,  # sigmoid attention: parameter-free
-      'G_s (semantic preserving)': n_params(gp.get('semantic_preserving', {})),
-      'G_c (class-specific decoder)': n_params(gp.get('class_decoder', {})),
-      'projection head': n_params(gp.get('projection_head', {})),
-  }
-  table['generator total'] = n_params(gp)
-  table['D (multi-scale discriminator)'] = n_params(
-      abstract_init(build_discriminator(cfg), sem, img, train=False)['params'])
-  table['style encoder'] = n_params(
-      abstract_init(build_style_encoder(cfg), img, train=False)['params'])
-  return table
-
-
 def test_parameter_counts_per_component_for_ade20k():
   cfg = importlib.import_module('configs.ade20k').get_config()
-  table = parameter_table(cfg)
+  table = parameter_counts(cfg)
   for name, count in table.items():
-    print(f'{name:32s} {count:>12,d}')
-  parts = [v for k, v in table.items() if k.startswith(('E ', 'G_', 'projection'))]
-  assert sum(parts) == table['generator total']
+    print(f'{name:40s} {count:>12,d}')
+  trunk, g_e, g_i, g_t, g_s, g_c, head = (table[v] for v in GENERATOR_PARTS.values())
+  assert trunk + g_e + g_i + g_t + g_s + g_c + head == table['generator total']
+  assert g_t == 0  # sigmoid attention only
   # The trunk and both branches are the released architecture, parameter for parameter.
-  assert table['E (trunk)'] == REF_TRUNK
-  assert table['G_e (edge branch)'] == table['G_i (image branch)'] == REF_BRANCH
+  assert trunk == REF_TRUNK
+  assert g_e == g_i == REF_BRANCH
   # G_s: one channel per class N = 151 (150 + don't-care) where the reference uses label_nc=150,
   # and no unused Linear(150, 150).
   n, cf = 151, 64 + 3 + 3 + 151
-  assert table['G_s (semantic preserving)'] == (cf * n * 9 + n) + (n * cf * 9 + cf) + (cf * 27 + 3)
-  released_part = sum(table[k] for k in ('E (trunk)', 'G_e (edge branch)', 'G_i (image branch)',
-                                         'G_s (semantic preserving)'))
-  ref_gs = REF_GENERATOR - REF_TRUNK - 2 * REF_BRANCH - REF_GS_UNUSED_FC1
-  assert released_part - REF_GENERATOR == (table['G_s (semantic preserving)'] - ref_gs
-                                           - REF_GS_UNUSED_FC1)
+  assert g_s == (cf * n * 9 + n) + (n * cf * 9 + cf) + (cf * 27 + 3)
+  ref_gs = REF_GENERATOR - REF_TRUNK - 2 * REF_BRANCH
+  released_part = trunk + g_e + g_i + g_s
+  assert released_part - REF_GENERATOR == g_s - ref_gs
   assert abs(released_part - REF_GENERATOR) / REF_GENERATOR < 1e-3
+  assert g_c > 0 and head > 0  # ECGAN++ additions, absent from the released code
   assert table['D (multi-scale discriminator)'] == REF_DISCRIMINATOR
   assert table['style encoder'] == REF_STYLE_ENCODER
 

@@ -171,26 +171,44 @@ class Dense(nn.Module):
 class ParamFreeNorm(nn.Module):
   """Affine-free normalisation of [B, H, W, C], computed in float32, returned in x's dtype.
 
-  kind='batch': BatchNorm over (B, H, W), statistics synced across `axis_name` in training
-  (PyTorch momentum 0.1 == Flax momentum 0.9, eps 1e-5); running averages in evaluation.
+  kind='batch': BatchNorm over (B, H, W) with statistics synced across `axis_name` in training, as
+  SPADE's SynchronizedBatchNorm2d: normalise by the biased batch variance, update the running
+  averages with momentum 0.1 and the *unbiased* variance (n / (n - 1), n counted over all
+  devices), eps 1e-5. Evaluation uses the running averages (`batch_stats`: mean, var).
   kind='instance': InstanceNorm over (H, W) per example, no running statistics (as in PyTorch's
   default InstanceNorm2d).
   """
   kind: str = 'batch'
   axis_name: str | None = None
+  momentum: float = 0.1
+  epsilon: float = 1e-5
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     y = x.astype(jnp.float32)
-    if self.kind == 'batch':
-      y = nn.BatchNorm(use_running_average=not train, axis_name=self.axis_name, momentum=0.9,
-                       epsilon=1e-5, use_bias=False, use_scale=False, dtype=jnp.float32,
-                       name='bn')(y)
-    elif self.kind == 'instance':
-      y = nn.InstanceNorm(epsilon=1e-5, use_bias=False, use_scale=False, dtype=jnp.float32,
-                          name='in')(y)
-    else:
+    if self.kind == 'instance':
+      y = nn.InstanceNorm(epsilon=self.epsilon, use_bias=False, use_scale=False,
+                          dtype=jnp.float32, name='in')(y)
+      return y.astype(x.dtype)
+    if self.kind != 'batch':
       raise ValueError(f"param-free norm {self.kind!r} is not one of ['batch', 'instance']")
+    c = x.shape[-1]
+    ra_mean = self.variable('batch_stats', 'mean', jnp.zeros, (c,), jnp.float32)
+    ra_var = self.variable('batch_stats', 'var', jnp.ones, (c,), jnp.float32)
+    if not train:
+      mean, var = ra_mean.value, ra_var.value
+    else:
+      mean, mean2 = jnp.mean(y, axis=(0, 1, 2)), jnp.mean(y * y, axis=(0, 1, 2))
+      n = y.shape[0] * y.shape[1] * y.shape[2]
+      if self.axis_name is not None:
+        mean, mean2 = jax.lax.pmean((mean, mean2), self.axis_name)
+        n = n * jax.lax.psum(1, self.axis_name)
+      var = jnp.maximum(mean2 - mean * mean, 0.0)
+      if not self.is_initializing():
+        m = self.momentum
+        ra_mean.value = (1 - m) * ra_mean.value + m * mean
+        ra_var.value = (1 - m) * ra_var.value + m * var * (n / jnp.maximum(n - 1, 1))
+    y = (y - mean) * jax.lax.rsqrt(var + self.epsilon)
     return y.astype(x.dtype)
 
 

@@ -12,8 +12,8 @@ from configs import synthetic
 from ecgan_jax import configuration as C
 from ecgan_jax.models import (build_discriminator, build_generator, build_style_encoder,
                               one_hot_semantics)
-from ecgan_jax.models.layers import (SPADE, Conv, SPADEResBlock, SpectralNormalizer,
-                                     avg_pool_exclude_pad, resblock_class)
+from ecgan_jax.models.layers import (SPADE, Conv, ParamFreeNorm, SPADEResBlock,
+                                     SpectralNormalizer, avg_pool_exclude_pad, resblock_class)
 from ecgan_jax.models.semantics import resize_nearest
 
 KEY = jax.random.PRNGKey(0)
@@ -229,3 +229,18 @@ def test_bfloat16_generator_returns_float32_outputs():
   for key in ('image', 'coarse_image', 'edge', 'class_images', 'class_image'):
     assert out[key].dtype == jnp.float32, key
   assert all(e.dtype == jnp.float32 for e in out['embeddings'].values())
+
+
+def test_batch_norm_statistics_match_torch_batchnorm():
+  x = np.random.RandomState(5).randn(3, 4, 5, 6).astype(np.float32) * 2 + 0.5
+  norm = ParamFreeNorm('batch')
+  v = norm.init(KEY, jnp.asarray(x), False)
+  y, upd = norm.apply(v, jnp.asarray(x), True, mutable=['batch_stats'])
+  bn = torch.nn.BatchNorm2d(6, affine=False, momentum=0.1, eps=1e-5).train()
+  ref = nhwc(bn(nchw(x)))
+  np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-5)
+  # Running variance with the unbiased estimate, as PyTorch's (Sync)BatchNorm keeps it.
+  np.testing.assert_allclose(upd['batch_stats']['mean'], bn.running_mean.numpy(), rtol=1e-5)
+  np.testing.assert_allclose(upd['batch_stats']['var'], bn.running_var.numpy(), rtol=1e-5)
+  y_eval = norm.apply(upd, jnp.asarray(x), False)
+  np.testing.assert_allclose(y_eval, nhwc(bn.eval()(nchw(x)).detach()), rtol=1e-4, atol=1e-5)

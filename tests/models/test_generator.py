@@ -56,23 +56,34 @@ def abstract_init(model, *args, **kwargs):
 
 @pytest.fixture(scope='module')
 def tiny():
-  """Tiny full model (B8) at 32x32, batch 2: jitted init, then one jitted value-and-grad per mode
-  that also returns the outputs, updated batch_stats and sown intermediates (3 compiles)."""
+  """Tiny full model (B8) at 32x32, batch 2, in one jit (one compile): init; per normalisation
+  mode the gradients of a loss on every output, with the outputs, updated batch_stats and sown
+  intermediates; and the batch_stats after a training pass with all weights scaled by 1.5."""
   cfg = tiny_config()
   g = build_generator(cfg)
   sem = semantics_for(cfg, two_layouts(cfg))
-  variables = jax.jit(lambda s: g.init(RNGS, s, train=False))(sem)
 
-  def loss(params, train):
-    out, state = g.apply({'params': params, 'batch_stats': variables['batch_stats']}, sem,
-                         train=train, mutable=['batch_stats', 'intermediates'])
-    value = sum(jnp.sum(jnp.sin(3.0 * x + 1.0)) for x in jax.tree.leaves(out)
-                if x.dtype == jnp.float32)
-    return value, (out, state)
+  @jax.jit
+  def everything(sem):
+    variables = g.init(RNGS, sem, train=False)
 
-  run = jax.jit(jax.grad(loss, has_aux=True), static_argnums=1)
-  results = {train: run(variables['params'], train) for train in (False, True)}
-  return dict(cfg=cfg, g=g, sem=sem, variables=variables, results=results, run=run)
+    def loss(params, train):
+      out, state = g.apply({'params': params, 'batch_stats': variables['batch_stats']}, sem,
+                           train=train, mutable=['batch_stats', 'intermediates'])
+      value = sum(jnp.sum(jnp.sin(3.0 * x + 1.0)) for x in jax.tree.leaves(out)
+                  if x.dtype == jnp.float32)
+      return value, (out, state)
+
+    results = {train: jax.grad(loss, has_aux=True)(variables['params'], train)
+               for train in (False, True)}
+    scaled = jax.tree.map(lambda p: 1.5 * p, variables['params'])
+    _, scaled_state = g.apply({'params': scaled, 'batch_stats': variables['batch_stats']}, sem,
+                              train=True, mutable=['batch_stats'])
+    return variables, results, scaled_state
+
+  variables, results, scaled_state = everything(sem)
+  return dict(cfg=cfg, g=g, sem=sem, variables=variables, results=results,
+              scaled_state=scaled_state)
 
 
 @pytest.mark.parametrize('name', DATASETS)
@@ -164,9 +175,7 @@ def test_spectral_norm_state_updates_in_training_not_in_evaluation(tiny):
     assert not np.allclose(before[k], after_train[k]), f'{k} did not update in training'
   # Scaling every weight by 1.5 (as an optimiser step would change them) must show up in the
   # stored sigma after one training pass: the power iteration runs and its state is written back.
-  scaled = jax.tree.map(lambda p: 1.5 * p, v['params'])
-  _, (_, state) = tiny['run'](scaled, True)
-  after_scaled = flax.traverse_util.flatten_dict(state['batch_stats'], sep='/')
+  after_scaled = flax.traverse_util.flatten_dict(tiny['scaled_state']['batch_stats'], sep='/')
   for k in sigma_keys:
     np.testing.assert_allclose(after_scaled[k], 1.5 * after_train[k], rtol=1e-4, err_msg=k)
 
@@ -177,10 +186,10 @@ def test_same_rng_gives_same_outputs_and_other_noise_differs():
     cfg = tiny_config(f'tiny,{preset}', multimodal=mode)
     g = build_generator(cfg)
     sem = semantics_for(cfg, two_layouts(cfg))
-    v = jax.jit(lambda s: g.init(RNGS, s, train=False))(sem)
 
     @jax.jit
     def run(keys, zs):
+      v = g.init(RNGS, sem, train=False)
       by_key = jax.vmap(lambda k: g.apply(v, sem, train=False, rngs={'noise': k})['image'])(keys)
       out, state = jax.vmap(lambda z: g.apply(v, sem, z, train=False, mutable=['intermediates']))(
           zs)  # an explicit z needs no RNG

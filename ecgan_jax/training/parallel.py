@@ -91,6 +91,6 @@ class ParallelStep:
   def get_replicated(self, tree: Any) -> Any:
     """Replicated on-device pytree -> host numpy pytree (a copy of this process's first replica;
     never a view of a device buffer, which a later donating step may overwrite)."""
-    if self.parallelism == 'pmap':
-      return jax.tree.map(lambda x: np.array(jax.device_get(x[0]), copy=True), tree)
+    if self.parallelism == 'pmap':  # shard 0 is [1, ...]: works on every host of a multi-host run
+      return jax.tree.map(lambda x: np.array(x.addressable_shards[0].data, copy=True)[0], tree)
     return jax.tree.map(lambda x: np.array(x.addressable_data(0), copy=True), tree)

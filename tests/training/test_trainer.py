@@ -52,21 +52,22 @@ def test_sigkill_then_resume_equals_uninterrupted_run_bit_for_bit(tmp_path, cach
 
 def test_sigterm_saves_exits_cleanly_and_resumes_on_other_device_count(tmp_path, cache_dir):
   run = str(tmp_path / 'run')
-  stopped = helpers.run_python(['tests/training/kill_after.py', '--signal=TERM', '1', '0',
+  # SIGTERM arrives after step 2; the loop notices it in step 3 (not a checkpoint step), saves
+  # and returns: exit status 0.
+  stopped = helpers.run_python(['tests/training/kill_after.py', '--signal=TERM', '2', '0',
                                 *helpers.train_args(run)[1:]],
                                helpers.subprocess_env(2, cache_dir))
-  assert 'Stopped by signal after step 1' in stopped.stderr
-  assert _latest_step(run) == 1
+  assert 'Stopped by signal after step 3' in stopped.stderr
+  assert _latest_step(run) == 3
   # Same run on 1 device (the checkpoint holds unreplicated host arrays), with sample grids.
   resumed = helpers.run_python(helpers.train_args(run, extra=('--config.train.sample_every=2',)),
                                helpers.subprocess_env(1, cache_dir))
-  assert 'Resumed from step 1' in resumed.stderr
+  assert 'Resumed from step 3' in resumed.stderr
   assert _latest_step(run) == 4
   assert re.search(r'Devices: 1 global', resumed.stderr)
-  grid = np.asarray(Image.open(os.path.join(run, 'samples', 'step_0000004.png')))
+  grid = np.asarray(Image.open(os.path.join(run, 'samples', 'step_0000004.png')))  # final step
   assert grid.shape == (4 * 34 + 2, 6 * 34 + 2, 3)  # 4 examples x (label|edge|I'_e|I'|I''|real)
   assert grid[2:34, 2:34].std() > 0  # a colourised label map, not a blank tile
-  assert os.path.exists(os.path.join(run, 'samples', 'step_0000002.png'))
   events = os.listdir(os.path.join(run, 'tensorboard'))
   assert any(e.startswith('events.out.tfevents') for e in events)
   log = open(os.path.join(run, 'train.log')).read()

@@ -106,6 +106,26 @@ def test_output_shapes_for_every_dataset_config(name):
     assert C.semantic_nc(cfg) == C.num_classes(cfg) + 1
 
 
+@pytest.mark.parametrize('up,norm,sn,mode', [('more', 'instance', 'all', 'noise3d'),
+                                               ('most', 'batch', 'none', 'vae'),
+                                               ('normal', 'instance', 'reference', 'vae')])
+def test_trunk_variants_produce_full_size_outputs(up, norm, sn, mode):
+  cfg = tiny_config(crop=128, num_upsampling_layers=up, param_free_norm=norm, spectral_norm=sn,
+                    multimodal=mode)
+  g = build_generator(cfg)
+  sem = jax.ShapeDtypeStruct((2, 128, 128, C.semantic_nc(cfg)), jnp.float32)
+  v = abstract_init(g, sem, train=False)
+  assert v['params']['trunk']['fc']['kernel'].shape[0] == (
+      cfg.model.z_dim if mode == 'vae' else 3)  # linear layer on z vs 3x3 conv on the map
+  if mode == 'noise3d':  # the noise channels reach every SPADE beside the label map
+    assert v['params']['trunk']['head_0']['norm_0']['mlp_shared']['kernel'].shape[2] == (
+        C.semantic_nc(cfg) + cfg.model.z_dim)
+  out = jax.eval_shape(lambda v, s: g.apply(v, s, train=True, mutable=['batch_stats'],
+                                            rngs={'noise': jax.random.PRNGKey(0)})[0], v, sem)
+  assert out['image'].shape == out['edge'].shape == (2, 128, 128, 3)
+  assert ('most' == up) == ('up_4' in v['params']['trunk'])
+
+
 def test_ade20k_full_size_outputs_are_256x256():
   cfg = importlib.import_module('configs.ade20k').get_config()
   assert cfg.model.ngf == 64 and C.image_size(cfg) == (256, 256)

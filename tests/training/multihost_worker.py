@@ -34,7 +34,7 @@ def micro_multihost_config():
   config = helpers.micro_config()
   config.train.num_steps = 2
   config.optim.optimizer = 'sgd'  # see test_step: exact-ish comparisons need SGD
-  config.optim.lr_g = config.optim.lr_d = config.optim.lr_label_generator = 0.02
+  config.loss.contrastive_gather = 'maps'  # contrastive sampling independent of the device layout
   return config
 
 

@@ -71,3 +71,18 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
   log.info('Distributed runtime: process %d of %d, %d local / %d global devices',
            jax.process_index(), jax.process_count(), jax.local_device_count(), jax.device_count())
   return True
+
+
+def barrier(name: str, timeout_s: float = 3600.0) -> None:
+  """Blocks until every process reaches the barrier `name` (no-op for a single process).
+
+  It goes through the coordination service, not a device collective, so it may wait as long as
+  `timeout_s`: use it where processes can be minutes apart (one host still compiling), which a
+  first device collective would not survive (gloo on CPU gives up after seconds).
+  """
+  if jax.process_count() == 1:
+    return
+  # jax has no public barrier in the coordination service; Orbax and jax's own array serialisation
+  # use this client method too.
+  from jax._src import distributed as jax_distributed  # pylint: disable=import-outside-toplevel
+  jax_distributed.global_state.client.wait_at_barrier(name, timeout_in_ms=int(timeout_s * 1000))

@@ -21,6 +21,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from ecgan_jax.training import distributed
+
 AXIS = 'batch'
 
 
@@ -55,8 +57,16 @@ class ParallelStep:
       self.local_devices = [d for d in self.devices if d.process_index == jax.process_index()]
       self.num_devices = len(self.devices)
     self.num_local_devices = len(self.local_devices)
+    self._compiled_everywhere = False  # multi-process runs: passed the post-compile barrier
 
   def __call__(self, state: Any, batch: Any, frozen: Any) -> tuple[Any, Any]:
+    if jax.process_count() > 1 and not self._compiled_everywhere:
+      # Compile first (the call below then finds the executable in JAX's caches), then wait for
+      # every process: hosts finish compiling minutes apart, and the step's first collective
+      # would time out on the slower one (gloo on CPU does after seconds).
+      self._fn.lower(state, batch, frozen).compile()
+      distributed.barrier('ecgan_jax/train_step_compiled')
+      self._compiled_everywhere = True
     return self._fn(state, batch, frozen)
 
   def lower(self, state: Any, batch: Any, frozen: Any):

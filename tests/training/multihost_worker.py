@@ -48,5 +48,7 @@ if __name__ == '__main__':
   assert jax.device_count() == 8 and jax.process_count() == nproc, jax.devices()
   config = micro_multihost_config()
   ds = pipeline.build_train_dataset(config, 8, process_index=0, process_count=1)
-  trainer.train(config, workdir, train_iterator=iter(ds.map(KeepRows(pid, nproc))))
+  import helpers  # pylint: disable=import-outside-toplevel
+  ds = ds.map(helpers.RollExamples()).map(KeepRows(pid, nproc))
+  trainer.train(config, workdir, train_iterator=iter(ds))
   print(f'process {pid} done', flush=True)

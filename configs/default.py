@@ -33,7 +33,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.dataset.no_instance = True
   # Preprocessing: resize_and_crop (ADE20K, COCO) | fixed (Cityscapes) | none.
   c.dataset.preprocess_mode = 'resize_and_crop'
-  # Shorter side is resized to `load_size` before random cropping `crop_size` (resize_and_crop).
+  # Images are resized to a load_size x load_size square, then randomly cropped (resize_and_crop),
+  # as in SPADE.
   c.dataset.load_size = 64
   # Width of the training crop in pixels (SPADE convention); height = crop_size / aspect_ratio.
   c.dataset.crop_size = 64

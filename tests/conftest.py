@@ -9,3 +9,62 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 import jax  # noqa: E402  (after XLA_FLAGS)
 
 jax.config.update('jax_threefry_partitionable', True)
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+def _he_normal(rng: np.random.Generator, x):
+  """Kernels -> He-normal draws; other leaves (biases, norms' affine) unchanged."""
+  x = np.asarray(x)
+  if x.ndim < 2:
+    return x
+  return (rng.standard_normal(x.shape) * np.sqrt(2.0 / np.prod(x.shape[:-1]))).astype(x.dtype)
+
+
+@pytest.fixture(scope='session')
+def tiny_checkpoint(tmp_path_factory):
+  """(workdir, config) of ONE tiny synthetic checkpoint shared by the inference, synthesis, demo and
+  notebook tests: 32x32, multimodal='vae', saved with the trainer's Checkpointer at step 0.
+
+  A freshly initialised generator outputs ~0 (flat grey) until trained, which would make "the image
+  is not blank" untestable without minutes of training. So the test makes its own weights:
+  He-normal kernels, then 20 train-mode passes over synthetic scenes set the BatchNorm running
+  statistics and spectral-norm estimates that inference uses; EMA = these weights.
+  """
+  import jax  # pylint: disable=import-outside-toplevel
+  from ecgan_jax.data import synthetic  # pylint: disable=import-outside-toplevel
+  from ecgan_jax.models import semantics  # pylint: disable=import-outside-toplevel
+  from ecgan_jax.training import checkpointing, trainer  # pylint: disable=import-outside-toplevel
+  from ecgan_jax.training import state as state_lib  # pylint: disable=import-outside-toplevel
+  from configs import synthetic as synthetic_config  # pylint: disable=import-outside-toplevel
+  config = synthetic_config.get_config('tiny')
+  config.dataset.crop_size = config.dataset.load_size = 32
+  config.dataset.synthetic_size = 64
+  config.model.multimodal = 'vae'
+  workdir = tmp_path_factory.mktemp('tiny_run')
+  models = state_lib.build_models(config, None)
+  state = trainer.initial_state(config, models, state_lib.make_optimizers(config))
+  rng = np.random.default_rng(0)
+  params = jax.tree.map(lambda x: _he_normal(rng, x), state.g_params)
+  scenes = [synthetic.render_scene(rng, 32, 32) for _ in range(8)]
+  label = np.stack([s['label'] for s in scenes]).astype(np.int32)
+  image = np.stack([s['image'] for s in scenes]).astype(np.float32) / 127.5 - 1.0
+
+  @jax.jit
+  def calibrate(g_state):
+    (mu, _), e_new = models.style_encoder.apply(
+        {'params': params['style_encoder'], **g_state['style_encoder']}, image, train=True,
+        mutable=['batch_stats'])
+    _, g_new = models.generator.apply(
+        {'params': params['generator'], **g_state['generator']},
+        semantics.one_hot_semantics(label, 6), mu, train=True, mutable=['batch_stats'])
+    return {'style_encoder': e_new, 'generator': g_new}
+
+  g_state = state.g_state
+  for _ in range(20):
+    g_state = calibrate(g_state)
+  state = state.replace(g_params=params, ema_params=params, g_state=checkpointing.to_host(g_state))
+  with checkpointing.Checkpointer(workdir / 'checkpoints', async_checkpointing=False) as ckpt:
+    ckpt.save(0, state, config=config)
+  return str(workdir), config

@@ -161,8 +161,8 @@ class Synthesizer:
 
     Args:
       label: int [B, H, W] (or [H, W]) class ids in 0..num_classes-1, at `image_size`.
-      instance: optional int [B, H, W] instance ids (models trained with instance maps; without
-        one the boundary channel is empty).
+      instance: optional int [B, H, W] instance ids, or their float [B, H, W, 1] {0, 1} boundary
+        map (models trained with instance maps; without one the boundary channel is empty).
       seed: seed of the random style (multimodal models); `indices` (default 0..B-1) number the
         examples, so a map gets the same style in any batch.
       style: optional style image(s) uint8 [B or 1, H, W, 3] (or float in [-1, 1]): z is the style
@@ -176,8 +176,11 @@ class Synthesizer:
     n = -(-b // len(self.devices)) * len(self.devices)
     boundary = np.zeros((b, *self.image_size, 1), np.float32)
     if instance is not None:
-      instance = np.asarray(instance).reshape(label.shape)
-      boundary = np.stack([transforms.instance_boundaries(i) for i in instance])
+      instance = np.asarray(instance)
+      if instance.ndim == 4:  # already a boundary map, as the data pipeline yields it
+        boundary = instance.reshape(boundary.shape).astype(np.float32)
+      else:
+        boundary = np.stack([transforms.instance_boundaries(i) for i in instance.reshape(label.shape)])
     if style is not None:
       if self.multimodal != 'vae':
         raise ValueError(f"a style image needs a model trained with config.model.multimodal='vae' "

@@ -56,6 +56,16 @@ def config_from_checkpoint(ckpt: checkpointing.Checkpointer, step: int) -> ml_co
   return ml_collections.ConfigDict(_tuples(saved))
 
 
+def class_colors(config: Any) -> np.ndarray:
+  """uint8 [num_classes, 3]: the dataset's colours where known (data/classes.py COLORS), else (and
+  for the don't-care class) the pseudo-random palette of the training sample grids."""
+  palette = logging_utils.label_palette(configuration.num_classes(config)).copy()
+  known = classes_lib.COLORS.get(str(config.dataset.name), ())[:int(config.dataset.label_nc)]
+  if known:
+    palette[:len(known)] = np.asarray(known, np.uint8)
+  return palette
+
+
 class Synthesizer:
   """A restored generator (+ style encoder) and its jitted, sharded forward pass.
 
@@ -75,7 +85,7 @@ class Synthesizer:
     self.image_size = configuration.image_size(config)
     self.num_classes = configuration.num_classes(config)
     self.class_names = classes_lib.class_names(config)
-    self.palette = logging_utils.label_palette(self.num_classes)
+    self.palette = class_colors(config)
     self.multimodal = str(config.model.multimodal)
     self.uses_instance = not bool(config.dataset.no_instance)
     self.z_dim = int(config.model.z_dim)

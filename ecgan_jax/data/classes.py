@@ -51,6 +51,20 @@ window-blind|window-other|wood""".replace('\n', '').split('|'))
 
 CELEBAMASK_HQ = ('background',) + CELEBA_PARTS
 
+# Conventional colours where a dataset has them (Cityscapes' own), a readable set for the synthetic
+# scenes; other datasets get the pseudo-random training palette (inference.class_colors).
+COLORS: dict[str, tuple[tuple[int, int, int], ...]] = {
+    'synthetic': ((110, 170, 230), (90, 170, 60), (120, 120, 120), (170, 90, 60), (40, 80, 200),
+                  (20, 100, 30)),
+    'cityscapes': ((0, 0, 0), (0, 0, 0), (0, 0, 0), (0, 0, 0), (0, 0, 0), (111, 74, 0),
+                   (81, 0, 81), (128, 64, 128), (244, 35, 232), (250, 170, 160), (230, 150, 140),
+                   (70, 70, 70), (102, 102, 156), (190, 153, 153), (180, 165, 180),
+                   (150, 100, 100), (150, 120, 90), (153, 153, 153), (153, 153, 153),
+                   (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180),
+                   (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100), (0, 0, 90),
+                   (0, 0, 110), (0, 80, 100), (0, 0, 230), (119, 11, 32), (0, 0, 142)),
+}
+
 NAMES: dict[str, tuple[str, ...]] = {
     'synthetic': SYNTHETIC, 'ade20k': ADE20K, 'cityscapes': CITYSCAPES, 'coco_stuff': COCO_STUFF,
     'celebamask_hq': CELEBAMASK_HQ}
@@ -65,3 +79,4 @@ def class_names(config: Any) -> tuple[str, ...]:
     names.append(DONTCARE)
   assert len(names) == configuration.num_classes(config)
   return tuple(names)
+

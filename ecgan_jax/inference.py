@@ -48,7 +48,8 @@ def _tuples(x: Any) -> Any:
   return x
 
 
-def config_from_checkpoint(ckpt: checkpointing.Checkpointer, step: int) -> ml_collections.ConfigDict:
+def config_from_checkpoint(ckpt: checkpointing.Checkpointer,
+                           step: int) -> ml_collections.ConfigDict:
   """The config saved with checkpoint `step`, as a ConfigDict."""
   saved = ckpt.restore_config(step)
   if isinstance(saved, str):
@@ -190,7 +191,8 @@ class Synthesizer:
       if instance.ndim == 4:  # already a boundary map, as the data pipeline yields it
         boundary = instance.reshape(boundary.shape).astype(np.float32)
       else:
-        boundary = np.stack([transforms.instance_boundaries(i) for i in instance.reshape(label.shape)])
+        boundary = np.stack([transforms.instance_boundaries(i)
+                             for i in instance.reshape(label.shape)])
     if style is not None:
       if self.multimodal != 'vae':
         raise ValueError(f"a style image needs a model trained with config.model.multimodal='vae' "

@@ -13,7 +13,8 @@ def synth(tiny_checkpoint):
 
 def scenes(n, size=32):
   rng = np.random.default_rng(0)
-  return np.stack([synthetic.render_scene(rng, size, size)['label'] for _ in range(n)]).astype(np.int32)
+  maps = [synthetic.render_scene(rng, size, size)['label'] for _ in range(n)]
+  return np.stack(maps).astype(np.int32)
 
 
 def test_load_describes_the_model(synth, tiny_checkpoint):

@@ -52,7 +52,8 @@ def folder_examples(synth, labels_dir: str, instances_dir: str | None) -> Iterat
   """Yields {'key', 'label' int32 [H, W], 'instance'?} for each label PNG in `labels_dir`."""
   from ecgan_jax.data import sources  # pylint: disable=import-outside-toplevel
   files = sources.list_files(labels_dir, sources.LABEL_EXTS, 'label maps')
-  inst = sources.list_files(instances_dir, sources.LABEL_EXTS, 'instance maps') if instances_dir else {}
+  inst = (sources.list_files(instances_dir, sources.LABEL_EXTS, 'instance maps')
+          if instances_dir else {})
   for key in sorted(files):
     ex = {'key': key, 'label': synth.check_labels(sources.read_id_map(files[key]), files[key])[0]}
     if instances_dir:
@@ -63,7 +64,7 @@ def folder_examples(synth, labels_dir: str, instances_dir: str | None) -> Iterat
 
 
 def split_examples(synth, config, split: str, num_examples: int | None) -> Iterator[dict]:
-  """Yields the examples of a dataset split through the evaluation pipeline (keys split_00000...)."""
+  """Yields the examples of a dataset split through the evaluation pipeline (keys val_00000...)."""
   from ecgan_jax.data import pipeline  # pylint: disable=import-outside-toplevel
   if split != 'val':
     raise app.UsageError(f"--split={split}: only 'val' is supported")
@@ -116,7 +117,8 @@ def synthesize(synth, examples: Iterator[dict], out: str, *, outputs: list[str],
     if o not in inference.OUTPUTS:
       raise app.UsageError(f'--outputs: {o!r} is not one of {list(inference.OUTPUTS)}')
     if o not in synth.outputs:
-      raise app.UsageError(f'--outputs: this model has no {o!r} output (it has {list(synth.outputs)})')
+      raise app.UsageError(f'--outputs: this model has no {o!r} output '
+                           f'(it has {list(synth.outputs)})')
   if samples < 1:
     raise app.UsageError(f'--samples={samples} must be >= 1')
   if style is not None and samples > 1:

@@ -70,9 +70,10 @@ def upload(browser, wait, path):
 
 
 def test_paint_submit_and_bad_uploads_in_a_real_browser(server, browser, tmp_path):
-  from selenium.webdriver.common.action_chains import ActionChains  # pylint: disable=import-outside-toplevel
-  from selenium.webdriver.common.by import By  # pylint: disable=import-outside-toplevel
-  from selenium.webdriver.support.ui import WebDriverWait  # pylint: disable=import-outside-toplevel
+  # pylint: disable=import-outside-toplevel
+  from selenium.webdriver.common.action_chains import ActionChains
+  from selenium.webdriver.common.by import By
+  from selenium.webdriver.support.ui import WebDriverWait
   wait = WebDriverWait(browser, 60)
   browser.get(server)
   wait.until(lambda d: d.find_element(By.ID, 'status').text.startswith('ready'))

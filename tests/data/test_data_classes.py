@@ -8,7 +8,8 @@ from ecgan_jax import configuration, inference
 from ecgan_jax.data import classes
 
 
-@pytest.mark.parametrize('name', ['ade20k', 'cityscapes', 'coco_stuff', 'celebamask_hq', 'synthetic'])
+@pytest.mark.parametrize('name',
+                         ['ade20k', 'cityscapes', 'coco_stuff', 'celebamask_hq', 'synthetic'])
 def test_one_name_and_colour_per_class(name):
   config = importlib.import_module(f'configs.{name}').get_config()
   names = classes.class_names(config)

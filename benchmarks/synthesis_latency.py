@@ -20,7 +20,7 @@ from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from ecgan_jax import configuration, inference  # noqa: E402
-from ecgan_jax.training import state as state_lib  # noqa: E402
+from ecgan_jax.training import setup, state as state_lib  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/synthetic.py', 'Config file.')
 _N = flags.DEFINE_integer('n', 10, 'Timed calls.')
@@ -28,7 +28,7 @@ _N = flags.DEFINE_integer('n', 10, 'Timed calls.')
 
 def main(_):
   config = _CONFIG.value
-  models = state_lib.build_models(config, None)
+  models = setup.build_models(config, None)
   h, w = configuration.image_size(config)
   sem = np.zeros((1, h, w, configuration.semantic_nc(config)), np.float32)
   z = (np.zeros((1, int(config.model.z_dim)), np.float32)
@@ -36,13 +36,13 @@ def main(_):
   params, other = jax.jit(
       lambda k: state_lib.init_module(models.generator, k, sem, z, train=False))(
           jax.random.PRNGKey(0))
-  variables = {'generator': {'params': params, **other}}
+  all_params, all_state = {'generator': params}, {'generator': other}
   if config.model.multimodal == 'vae':
     image = np.zeros((1, h, w, 3), np.float32)
-    p, o = jax.jit(lambda k: state_lib.init_module(models.style_encoder, k, image, train=False))(
-        jax.random.PRNGKey(1))
-    variables['style_encoder'] = {'params': p, **o}
-  synth = inference.Synthesizer(config, variables, 0)
+    all_params['style_encoder'], all_state['style_encoder'] = jax.jit(
+        lambda k: state_lib.init_module(models.style_encoder, k, image, train=False))(
+            jax.random.PRNGKey(1))
+  synth = inference.Synthesizer(config, all_params, all_state, 0)
   label = np.random.default_rng(0).integers(0, synth.num_classes, (1, h, w)).astype(np.int32)
   t = time.perf_counter()
   synth(label)

@@ -12,7 +12,6 @@ caller's collection (default 0..B-1), so results do not depend on batching or de
 """
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
@@ -27,10 +26,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from ecgan_jax import configuration
 from ecgan_jax.data import classes as classes_lib
 from ecgan_jax.data import transforms
-from ecgan_jax.models import semantics as semantics_lib
+from ecgan_jax.models import generate as generate_lib
 from ecgan_jax.training import checkpointing
 from ecgan_jax.training import logging_utils
-from ecgan_jax.training import state as state_lib
+from ecgan_jax.training import setup as setup_lib
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +79,9 @@ class Synthesizer:
     outputs: the keys of OUTPUTS this model produces.
   """
 
-  def __init__(self, config: Any, variables: dict, step: int):
+  def __init__(self, config: Any, params: dict, state: dict, step: int):
+    """params / state: the generator's (and style encoder's) `TrainState.ema_params` (or
+    g_params) and `g_state`, host or device arrays."""
     self.config = config
     self.step = int(step)
     self.image_size = configuration.image_size(config)
@@ -89,37 +90,32 @@ class Synthesizer:
     self.palette = class_colors(config)
     self.multimodal = str(config.model.multimodal)
     self.uses_instance = not bool(config.dataset.no_instance)
-    self.z_dim = int(config.model.z_dim)
-    models = state_lib.build_models(config, axis_name=None)
-    self._generator, self._encoder = models.generator, models.style_encoder
+    self._models = setup_lib.build_models(config, axis_name=None)
     self.devices = jax.local_devices()
     self._mesh = Mesh(np.asarray(self.devices), (_AXIS,))
     self._sharded = NamedSharding(self._mesh, P(_AXIS))
-    self._variables = jax.device_put(variables, NamedSharding(self._mesh, P()))
+    self._params, self._state = jax.device_put((params, state), NamedSharding(self._mesh, P()))
     self._forward = jax.jit(self._apply, out_shardings=self._sharded)
-    self._encode = jax.jit(self._apply_encoder, out_shardings=self._sharded)
-    probe = jax.eval_shape(self._apply, self._variables,
-                           jax.ShapeDtypeStruct((1, *self.image_size), jnp.int32),
-                           jax.ShapeDtypeStruct((1, *self.image_size, 1), jnp.float32),
-                           jax.ShapeDtypeStruct((1, self.z_dim), jnp.float32))
+    h, w = self.image_size
+    probe = jax.eval_shape(self._apply, self._params, self._state,
+                           jax.ShapeDtypeStruct((1, h, w), jnp.int32),
+                           jax.ShapeDtypeStruct((1, h, w, 1), jnp.float32),
+                           jax.ShapeDtypeStruct((1, 2), jnp.uint32), None)
     self.outputs = tuple(k for k, v in OUTPUTS.items() if v in probe)
 
-  # ---------------------------------------------------------------- traced functions
-  def _apply(self, variables: dict, label: jax.Array, boundary: jax.Array,
-             z: jax.Array) -> dict[str, jax.Array]:
-    """label int32 [B, H, W], boundary float32 [B, H, W, 1], z float32 [B, z_dim] ->
-    {'image', 'coarse_image', 'edge'?, 'class_image'?} float32 [B, H, W, 3] in [-1, 1]."""
-    sem = semantics_lib.one_hot_semantics(label, self.num_classes,
-                                          boundary if self.uses_instance else None)
-    out = self._generator.apply(variables['generator'], sem,
-                                z if self.multimodal != 'none' else None, train=False,
-                                rngs={'noise': jax.random.PRNGKey(0)})
-    return {k: out[k] for k in OUTPUTS.values() if out.get(k) is not None}
-
-  def _apply_encoder(self, variables: dict, image: jax.Array) -> jax.Array:
-    """Style image float32 [B, H, W, 3] in [-1, 1] -> z = the encoder's mean [B, z_dim]."""
-    mu, _ = self._encoder.apply(variables['style_encoder'], image, train=False)
-    return mu
+  # ---------------------------------------------------------------- traced function
+  def _apply(self, params: dict, state: dict, label: jax.Array, boundary: jax.Array,
+             keys: jax.Array, style: jax.Array | None) -> dict[str, jax.Array]:
+    """label int32 [B, H, W], boundary float32 [B, H, W, 1], keys uint32 [B, 2] (one per
+    example), style float32 [B, H, W, 3] in [-1, 1] or None -> {'image', 'coarse_image',
+    'edge'?, 'class_image'?} float32 [B, H, W, 3] in [-1, 1]. Each example is generated alone
+    (vmap), so its latent comes from its own key whatever the batch."""
+    def one(lab, bnd, key, sty):
+      out, _ = generate_lib.generate(
+          self._models, params, state, lab[None], bnd[None] if self.uses_instance else None,
+          key=key, train=False, style_image=None if sty is None else sty[None])
+      return {k: out[k][0] for k in OUTPUTS.values() if out.get(k) is not None}
+    return jax.vmap(one)(label, boundary, keys, style)
 
   # ---------------------------------------------------------------- validation
   def check_labels(self, label: Any, name: str = 'label map') -> np.ndarray:
@@ -160,11 +156,11 @@ class Synthesizer:
       x = np.concatenate([x, np.repeat(x[-1:], pad, axis=0)])
     return jax.device_put(x, self._sharded)
 
-  def latents(self, seed: int, indices: Sequence[int]) -> np.ndarray:
-    """z float32 [len(indices), z_dim]: N(0, 1) drawn from fold_in(PRNGKey(seed), index)."""
-    base = jax.random.PRNGKey(int(seed))
-    return np.stack([np.asarray(jax.random.normal(jax.random.fold_in(base, int(i)), (self.z_dim,)))
-                     for i in indices]) if len(indices) else np.zeros((0, self.z_dim), np.float32)
+  @staticmethod
+  def example_keys(seed: int, indices: Sequence[int]) -> np.ndarray:
+    """uint32 [len(indices), 2]: fold_in(PRNGKey(seed), index), the key of each example."""
+    idx = jnp.asarray(np.asarray(list(indices), np.uint32))
+    return np.asarray(jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(int(seed)), i))(idx))
 
   def __call__(self, label: Any, *, instance: Any = None, seed: int = 0, style: Any = None,
                indices: Sequence[int] | None = None) -> dict[str, np.ndarray]:
@@ -176,8 +172,8 @@ class Synthesizer:
         map (models trained with instance maps; without one the boundary channel is empty).
       seed: seed of the random style (multimodal models); `indices` (default 0..B-1) number the
         examples, so a map gets the same style in any batch.
-      style: optional style image(s) uint8 [B or 1, H, W, 3] (or float in [-1, 1]): z is the style
-        encoder's mean (multimodal='vae' only).
+      style: optional style image(s) uint8 [B or 1, H, W, 3] (or float in [-1, 1]): z is drawn
+        from the style encoder's posterior with the example's key (multimodal='vae' only).
     Returns:
       {'image': I'', 'coarse_image': I', 'edge': I'_e, 'class_image': I_g} (those the model has)
       as float32 numpy [B, H, W, 3] in [-1, 1].
@@ -197,10 +193,10 @@ class Synthesizer:
       if self.multimodal != 'vae':
         raise ValueError(f"a style image needs a model trained with config.model.multimodal='vae' "
                          f'(this one has {self.multimodal!r})')
-      z = self._encode(self._variables, self._pad(self._style_image(style, b), n))
-    else:
-      z = self._pad(self.latents(seed, range(b) if indices is None else indices), n)
-    out = self._forward(self._variables, self._pad(label, n), self._pad(boundary, n), z)
+      style = self._pad(self._style_image(style, b), n)
+    keys = self._pad(self.example_keys(seed, range(b) if indices is None else indices), n)
+    out = self._forward(self._params, self._state, self._pad(label, n), self._pad(boundary, n),
+                        keys, style)
     return {k: np.asarray(v)[:b] for k, v in out.items()}
 
   def colorize(self, label: np.ndarray) -> np.ndarray:
@@ -230,12 +226,7 @@ def load(workdir: str, step: int | None = None, *, use_ema: bool = True,
       raise FileNotFoundError(f'No checkpoint for step {step} in {directory} (steps: {steps})')
     if config is None:
       config = config_from_checkpoint(ckpt, step)
-    configuration.validate_config(config)
-    abstract = jax.eval_shape(functools.partial(
-        state_lib.create_train_state, config, models=state_lib.build_models(config, None),
-        optimizers=state_lib.make_optimizers(config)), jax.random.PRNGKey(0))
-    state = ckpt.restore(abstract, step=step)
+    state = ckpt.restore(setup_lib.build(config).abstract_state(), step=step)
   params = state.ema_params if use_ema else state.g_params
-  variables = {name: {'params': params[name], **state.g_state[name]} for name in params}
   log.info('Loaded step %d of %s (%s generator)', step, directory, 'EMA' if use_ema else 'raw')
-  return Synthesizer(config, variables, step)
+  return Synthesizer(config, params, state.g_state, step)

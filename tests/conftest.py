@@ -33,18 +33,18 @@ def tiny_checkpoint(tmp_path_factory):
   statistics and spectral-norm estimates that inference uses; EMA = these weights.
   """
   import jax  # pylint: disable=import-outside-toplevel
-  from ecgan_jax.data import synthetic  # pylint: disable=import-outside-toplevel
-  from ecgan_jax.models import semantics  # pylint: disable=import-outside-toplevel
-  from ecgan_jax.training import checkpointing, trainer  # pylint: disable=import-outside-toplevel
-  from ecgan_jax.training import state as state_lib  # pylint: disable=import-outside-toplevel
+  # pylint: disable=import-outside-toplevel
+  from ecgan_jax.data import synthetic
+  from ecgan_jax.models import generate
+  from ecgan_jax.training import checkpointing, setup
   from configs import synthetic as synthetic_config  # pylint: disable=import-outside-toplevel
   config = synthetic_config.get_config('tiny')
   config.dataset.crop_size = config.dataset.load_size = 32
   config.dataset.synthetic_size = 64
   config.model.multimodal = 'vae'
   workdir = tmp_path_factory.mktemp('tiny_run')
-  models = state_lib.build_models(config, None)
-  state = trainer.initial_state(config, models, state_lib.make_optimizers(config))
+  run = setup.build(config)
+  state = run.initial_state()
   rng = np.random.default_rng(0)
   params = jax.tree.map(lambda x: _he_normal(rng, x), state.g_params)
   scenes = [synthetic.render_scene(rng, 32, 32) for _ in range(8)]
@@ -53,13 +53,8 @@ def tiny_checkpoint(tmp_path_factory):
 
   @jax.jit
   def calibrate(g_state):
-    (mu, _), e_new = models.style_encoder.apply(
-        {'params': params['style_encoder'], **g_state['style_encoder']}, image, train=True,
-        mutable=['batch_stats'])
-    _, g_new = models.generator.apply(
-        {'params': params['generator'], **g_state['generator']},
-        semantics.one_hot_semantics(label, 6), mu, train=True, mutable=['batch_stats'])
-    return {'style_encoder': e_new, 'generator': g_new}
+    return generate.generate(run.init_models, params, g_state, label, key=jax.random.PRNGKey(0),
+                             train=True, style_image=image)[1]
 
   g_state = state.g_state
   for _ in range(20):

@@ -1,4 +1,6 @@
 """ecgan_jax.load / Synthesizer on the session's tiny checkpoint."""
+import os
+
 import numpy as np
 import pytest
 
@@ -59,3 +61,9 @@ def test_clear_errors(synth, tmp_path):
     synth(np.zeros((1, 32, 32), np.float32))
   with pytest.raises(FileNotFoundError, match=str(tmp_path / 'nowhere' / 'checkpoints')):
     ecgan_jax.load(str(tmp_path / 'nowhere'))
+
+
+def test_load_works_from_any_directory(tiny_checkpoint, tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  synth = ecgan_jax.load(os.path.relpath(tiny_checkpoint[0]))
+  assert synth.step == 0 and synth.image_size == (32, 32)

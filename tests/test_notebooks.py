@@ -8,7 +8,8 @@ from nbclient import NotebookClient
 NOTEBOOKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'notebooks')
 
 
-@pytest.mark.parametrize('name', ['losses.ipynb', 'quickstart.ipynb'])
+@pytest.mark.parametrize('name', ['losses.ipynb',
+                                  pytest.param('quickstart.ipynb', marks=pytest.mark.slow)])
 def test_notebook_runs(name, tmp_path, monkeypatch):
   monkeypatch.setenv('ECGAN_NOTEBOOK_WORKDIR', str(tmp_path / 'run'))  # the kernel inherits it
   nb = nbformat.read(os.path.join(NOTEBOOKS, name), as_version=4)

@@ -29,6 +29,16 @@ def branch_widths(feature_channels: int, n: int) -> tuple[int, ...]:
   return tuple(max(feature_channels // 2 ** (j + 1), 4) for j in range(n))
 
 
+def config_branch_widths(config: Any) -> tuple[int, ...]:
+  """G_e / G_i widths of a config: config.model.branch_widths if set (the released ECGAN code
+  hard-codes (32, 16, 8) whatever ngf; () is SPADE's single output conv), else derived from
+  feature_channels and edge_transfer_layers."""
+  m = config.model
+  if m.branch_widths is not None:
+    return tuple(int(w) for w in m.branch_widths)
+  return branch_widths(int(m.feature_channels), int(m.edge_transfer_layers))
+
+
 def trunk_strides(num_upsampling: int) -> tuple[int, ...]:
   """Output strides at which the trunk has features: 2**num_upsampling (latent) ... 2, 1."""
   return tuple(2 ** k for k in range(num_upsampling, -1, -1))
@@ -260,6 +270,7 @@ class ECGANGenerator(nn.Module):
   spectral_norm: str = 'reference'
   feature_channels: int = 64
   edge_transfer_layers: int = 3
+  branch_widths: tuple[int, ...] | None = None  # None: branch_widths(feature_channels, n)
   multimodal: str = 'none'
   z_dim: int = 256
   proj_dim: int = 128
@@ -295,7 +306,8 @@ class ECGANGenerator(nn.Module):
         self.multimodal, self.spade_hidden, self.param_free_norm, self.spectral_norm, self.remat,
         self.axis_name, self.dtype, name='trunk')(cond, z if self.multimodal == 'vae' else None,
                                                   train)
-    widths = branch_widths(self.feature_channels, self.edge_transfer_layers)
+    widths = (branch_widths(self.feature_channels, self.edge_transfer_layers)
+              if self.branch_widths is None else self.branch_widths)
     edge_feats, edge = None, None
     if self.use_edge:
       edge_feats, edge = EdgeBranch(widths, self.spectral_norm, self.dtype, name='edge_branch')(
@@ -346,8 +358,14 @@ def check_model_config(config: Any) -> None:
                'n_layers_D'):
     if int(m[name]) < 1:
       raise ConfigError(f'config.model.{name}={m[name]} must be >= 1')
-  if m.edge_transfer_layers < 1:
-    raise ConfigError(f'config.model.edge_transfer_layers={m.edge_transfer_layers} must be >= 1')
+  if m.edge_transfer_layers < 0:
+    raise ConfigError(f'config.model.edge_transfer_layers={m.edge_transfer_layers} must be >= 0')
+  if m.branch_widths is not None:
+    if len(m.branch_widths) != m.edge_transfer_layers or any(int(w) < 1 for w in m.branch_widths):
+      raise ConfigError(
+          f'config.model.branch_widths={tuple(m.branch_widths)} must hold '
+          f'config.model.edge_transfer_layers={m.edge_transfer_layers} positive widths (or set '
+          'both, e.g. branch_widths=() with edge_transfer_layers=0 for SPADE\'s single output conv)')
   if m.use_edge_transfer and not m.use_edge:
     raise ConfigError('config.model.use_edge_transfer=True needs config.model.use_edge=True '
                       '(G_t transfers the edge branch G_e into the image branch)')
@@ -377,6 +395,7 @@ def build_generator(config: Any, axis_name: str | None = None) -> ECGANGenerator
       spectral_norm=m.spectral_norm,
       feature_channels=int(m.feature_channels),
       edge_transfer_layers=int(m.edge_transfer_layers),
+      branch_widths=config_branch_widths(config),
       multimodal=m.multimodal,
       z_dim=int(m.z_dim),
       proj_dim=int(m.proj_dim),

@@ -25,6 +25,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from ecgan_jax import configuration
+from ecgan_jax.convert import spade_ecgan
 from ecgan_jax.models import check_model_config
 from ecgan_jax.models import semantics as semantics_lib
 from ecgan_jax.training import checkpointing, logging_utils, parallel
@@ -86,7 +87,8 @@ def load_frozen(config: Any, models: state_lib.Models) -> dict:
 
 def initial_state(config: Any, init_models: state_lib.Models,
                   optimizers: state_lib.Optimizers) -> state_lib.TrainState:
-  """A fresh TrainState on the host; the label generator loaded from its checkpoint if given."""
+  """A fresh TrainState on the host; the label generator loaded from its checkpoint if given,
+  and generator / discriminator (/ style encoder) from config.model.init_from if given."""
   rng = jax.random.PRNGKey(int(config.train.seed))
   create = functools.partial(state_lib.create_train_state, config, models=init_models,
                              optimizers=optimizers)
@@ -105,6 +107,8 @@ def initial_state(config: Any, init_models: state_lib.Models,
                        'labels (shapes differ)')
     state = state.replace(l_params=checkpointing.to_host(params),
                           l_state=checkpointing.to_host(l_state))
+  if config.model.init_from:  # warm start from a converted SPADE / ECGAN checkpoint
+    state = checkpointing.to_host(spade_ecgan.apply_init_from(state, config.model.init_from))
   return state
 
 

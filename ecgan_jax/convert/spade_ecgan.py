@@ -258,9 +258,16 @@ def _split_key(key: str) -> tuple[str, str]:
   return module, leaf
 
 
-def _convert_module(tensors: Mapping[str, np.ndarray], t: Target) -> dict[tuple[str, ...], Any]:
+def _convert_module(module: str, tensors: Mapping[str, np.ndarray], t: Target
+                    ) -> dict[tuple[str, ...], Any]:
   """Our leaves {(collection, *path, leaf): array} of one PyTorch module's tensors."""
   out: dict[tuple[str, ...], Any] = {}
+  need = (('running_mean', 'running_var') if t.kind == 'norm' else
+          ('weight_orig', 'weight_u', 'weight_v') if 'weight_orig' in tensors else ('weight',))
+  lacking = [f'{module}.{k}' for k in need if k not in tensors]
+  if lacking:
+    raise common.ConversionError(f'missing keys: {", ".join(lacking)} (module {module} has '
+                                 f'{sorted(tensors)})')
   if t.kind == 'norm':
     out[('batch_stats',) + t.path + ('mean',)] = tensors['running_mean']
     out[('batch_stats',) + t.path + ('var',)] = tensors['running_var']
@@ -286,8 +293,6 @@ def _convert_module(tensors: Mapping[str, np.ndarray], t: Target) -> dict[tuple[
   if b is not None:
     out[('params',) + t.path + ('bias',)] = _scatter(b, 0, t.out_map)
   if spectral:
-    if u is None or v is None:
-      raise common.ConversionError(f'{"/".join(t.path)}: weight_orig without weight_u/weight_v')
     u = _scatter(u, 0, t.out_map)
     if kind == 'conv':  # v over (in, kh, kw) -> ours over (kh, kw, in)
       cin = tensors['weight_orig'].shape[1]
@@ -319,7 +324,7 @@ class ConversionReport:
     for why, keys in by_reason.items():
       lines.append(f'  unused ({why}): ' + ', '.join(keys))
     if self.fresh:
-      parts = sorted({'/'.join(p.split('/')[:2]) for p in self.fresh})
+      parts = sorted({'{0}/{2}'.format(*p.split('/')) for p in self.fresh})
       lines.append(f'  kept fresh ({len(self.fresh)} leaves): ' + ', '.join(parts))
     return '\n'.join(lines)
 
@@ -381,7 +386,7 @@ def convert_state_dict(state: Mapping[str, np.ndarray], network: str, config: An
       continue
     if 'num_batches_tracked' in tensors:
       report.unused[f'{module}.num_batches_tracked'] = 'BatchNorm step counter (momentum is fixed)'
-    for path, value in _convert_module(tensors, target).items():
+    for path, value in _convert_module(module, tensors, target).items():
       got[path] = value
       origin[path] = module
   if unknown:

@@ -278,19 +278,24 @@ def small_inputs(cfg, seed=0):
   return ours, to_nchw(theirs)
 
 
-def randomize(module, seed):
-  """Random weights and BatchNorm statistics, then two train-mode passes so spectral-norm u / v
-  are power-iterated states (not their init)."""
+def randomize(module, seed, *inputs):
+  """Random ~unit-gain weights (activations stay O(1)). With `inputs`: BatchNorm running
+  statistics set from one train-mode pass on them (momentum 1, so eval mode is well conditioned
+  instead of saturating), then one more pass so spectral-norm u / v are power-iterated states."""
   g = torch.Generator().manual_seed(seed)
   with torch.no_grad():
-    for name, p in module.named_parameters():  # ~unit-gain layers: activations stay O(1)
+    for name, p in module.named_parameters():
       scale = 0.1 if 'bias' in name else (1.0 / p[0].numel()) ** 0.5
       p.copy_(torch.randn(p.shape, generator=g) * scale)
-    for name, b in module.named_buffers():
-      if name.endswith('running_mean'):
-        b.copy_(torch.randn(b.shape, generator=g) * 0.1)
-      elif name.endswith('running_var'):
-        b.copy_(torch.rand(b.shape, generator=g) + 0.5)
+    if inputs:
+      norms = [m for m in module.modules() if isinstance(m, nn.BatchNorm2d)]
+      module.train()
+      for m in norms:
+        m.momentum = 1.0
+      module(*inputs)
+      for m in norms:
+        m.momentum = 0.1
+      module(*inputs)
 
 
 def apply_both_modes(module, variables, *args):
@@ -329,6 +334,22 @@ def torch_eval_and_train(tmodule, *inputs):
   return eval_out, train_out, after
 
 
+def torch_float32_train(tmodule, *inputs):
+  """The float32 torch forward in train mode on a copy: its distance to the float64 one is
+  float32's own noise floor for this network."""
+  t32 = copy.deepcopy(tmodule).train()
+  with torch.no_grad():
+    return t32(*inputs)
+
+
+def assert_close(ours, ref64, ref32=None, what=''):
+  """max |ours - ref64| <= 1e-5, or within twice PyTorch's own float32 error when that is larger
+  (train-mode BatchNorm over a 7-block trunk puts float32 itself near 1e-5)."""
+  err = max_err(ours, ref64)
+  floor = 0.0 if ref32 is None else max_err(ref32, ref64)
+  assert err <= max(TOL, 2 * floor), f'{what}: {err:.2e} (torch float32 vs float64: {floor:.2e})'
+
+
 @pytest.fixture(scope='module', autouse=True)
 def one_torch_thread():
   """torch's thread pool fights XLA's for the 2 CPU cores (forwards 40x slower otherwise)."""
@@ -346,11 +367,7 @@ def max_err(a, b):
 def ecgan_small():
   cfg = small_config()
   t = TorchGenerator('ecgan', 4, SRC.semantic_nc, SRC.label_nc, C.latent_size(cfg), hidden=8)
-  randomize(t, 0)
-  t.train()
-  ours_sem, t_sem = small_inputs(cfg, seed=1)
-  with torch.no_grad():
-    t(t_sem), t(t_sem)  # spectral-norm u/v and BatchNorm stats move away from their init
+  randomize(t, 0, small_inputs(cfg, seed=1)[1])
   state = {k: v.detach().numpy().copy() for k, v in t.state_dict().items()}
   return cfg, t, state
 
@@ -370,9 +387,11 @@ def test_ecgan_generator_forward_matches_torch(ecgan_small):
   assert kept == []  # B4 is the released ECGAN: every leaf comes from the checkpoint
   eval_out, train_out, new_stats = apply_both_modes(model, variables, ours_sem)
   t_eval, t_train, t_after = torch_eval_and_train(t, t_sem)
-  for ours, theirs in ((eval_out, t_eval), (train_out, t_train)):
-    for key, ref in zip(('image', 'coarse_image', 'edge'), theirs):
-      assert max_err(ours[key], to_nhwc(ref)) <= TOL, key
+  t32 = torch_float32_train(t, t_sem)
+  for key, ref in zip(('image', 'coarse_image', 'edge'), t_eval):
+    assert_close(eval_out[key], to_nhwc(ref), what=f'eval {key}')
+  for key, ref, ref32 in zip(('image', 'coarse_image', 'edge'), t_train, t32):
+    assert_close(train_out[key], to_nhwc(ref), to_nhwc(ref32), what=f'train {key}')
   after = spade_ecgan.convert_state_dict(t_after, 'generator', cfg, 'ecgan',
                                          spade_ecgan.ConversionReport('ecgan'), SRC)['batch_stats']
   errs = jax.tree.map(max_err, new_stats, after)
@@ -385,9 +404,9 @@ def test_spade_generator_vae_forward_matches_torch():
   cfg = small_config('B1', branch_widths=(), edge_transfer_layers=0, multimodal='vae')
   t = TorchGenerator('spade', 4, SRC.semantic_nc, SRC.label_nc, C.latent_size(cfg), hidden=8,
                      vae=True, z_dim=cfg.model.z_dim)
-  randomize(t, 3)
   ours_sem, t_sem = small_inputs(cfg, seed=4)
   z = np.random.default_rng(5).standard_normal((4, cfg.model.z_dim)).astype(np.float32)
+  randomize(t, 3, t_sem, torch.from_numpy(z))
   conv = spade_ecgan.convert_state_dict(
       {k: v.detach().numpy() for k, v in t.state_dict().items()}, 'generator', cfg, 'spade',
       spade_ecgan.ConversionReport('spade'), SRC)
@@ -396,8 +415,10 @@ def test_spade_generator_vae_forward_matches_torch():
   assert kept == []
   eval_out, train_out, _ = apply_both_modes(model, variables, ours_sem, z)
   t_eval, t_train, _ = torch_eval_and_train(t, t_sem, torch.from_numpy(z))
-  assert max_err(eval_out['image'], to_nhwc(t_eval[0])) <= TOL
-  assert max_err(train_out['image'], to_nhwc(t_train[0])) <= TOL
+  assert np.mean(np.abs(to_nhwc(t_eval[0])) > 0.99) < 0.5  # eval output not saturated
+  assert_close(eval_out['image'], to_nhwc(t_eval[0]), what='eval')
+  assert_close(train_out['image'], to_nhwc(t_train[0]),
+               to_nhwc(torch_float32_train(t, t_sem, torch.from_numpy(z))[0]), what='train')
 
 
 def test_discriminator_and_style_encoder_forward_match_torch():
@@ -490,8 +511,8 @@ def test_warm_start_starts_from_the_converted_network(ecgan_small, tmp_path, mon
   out_train, _ = init_models.generator.apply(
       {'params': g, **warm.g_state['generator']}, ours_sem, train=True, mutable=['batch_stats'])
   _, ref, _ = torch_eval_and_train(t, t_sem)
-  for key, r in zip(('image', 'coarse_image', 'edge'), ref):
-    assert max_err(out_train[key], to_nhwc(r)) <= TOL, key
+  for key, r, r32 in zip(('image', 'coarse_image', 'edge'), ref, torch_float32_train(t, t_sem)):
+    assert_close(out_train[key], to_nhwc(r), to_nhwc(r32), what=key)
 
 
 def test_launcher_converts_an_ecgan_run(ecgan_small, tmp_path):

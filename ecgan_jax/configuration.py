@@ -64,6 +64,14 @@ def latent_size(config: Any) -> tuple[int, int]:
   return h // f, w // f
 
 
+def contrastive_strides(config: Any) -> tuple[int, ...]:
+  """Strides with a contrastive loss and a memory bank: model.contrastive_strides with the
+  multi-scale loss (Eq. 5), else stride 1 only (Eq. 4)."""
+  if config.loss.use_multiscale:
+    return tuple(int(s) for s in config.model.contrastive_strides)
+  return (1,)
+
+
 def _choice(config: Mapping, field: str, value: Any, allowed: tuple) -> None:
   if value not in allowed:
     raise ConfigError(f'config.{field}={value!r} is not one of {list(allowed)}')

@@ -358,6 +358,7 @@ def convert_state_dict(state: Mapping[str, np.ndarray], network: str, config: An
   """
   if source not in SOURCES:
     raise ValueError(f'Unknown source {source!r}: expected one of {SOURCES}')
+  configuration.validate_config(config)
   ctx = _make_ctx(config, source, src_space)
   groups: dict[str, dict[str, np.ndarray]] = {}
   unknown = []

@@ -24,8 +24,7 @@ from ecgan_jax import configuration as C  # noqa: E402
 from ecgan_jax.convert import common, spade_ecgan  # noqa: E402
 from ecgan_jax.models import (build_discriminator, build_generator, build_style_encoder,  # noqa: E402
                               one_hot_semantics)
-from ecgan_jax.training import state as state_lib  # noqa: E402
-from ecgan_jax.training import trainer  # noqa: E402
+from ecgan_jax.training import setup  # noqa: E402
 
 TOL = 1e-5
 _APPLY_INIT_FROM = spade_ecgan.apply_init_from
@@ -475,9 +474,9 @@ def test_unknown_missing_and_misshaped_keys_are_named(ecgan_small):
 
 # ----------------------------------------------------------------- warm start + launcher
 def test_warm_start_starts_from_the_converted_network(ecgan_small, tmp_path, monkeypatch):
-  """launcher --kind=ecgan + --config.model.init_from: the full model's (B8) initial state holds
-  the converted G (and its EMA) and D, G_c and the projection head keep their fresh init, and the
-  first step's generator forward (train mode) equals the torch ECGAN forward to 1e-5."""
+  """convert + --config.model.init_from: the full model's (B8) initial state (training/setup.py)
+  holds the converted G (and its EMA) and D, G_c and the projection head keep their fresh init,
+  and the first step's generator forward (train mode) equals the torch ECGAN forward to 1e-5."""
   _, t, state = ecgan_small
   d = TorchMultiscaleD(SRC.semantic_nc + 3, 8, 3, 2)
   randomize(d, 11)
@@ -493,11 +492,11 @@ def test_warm_start_starts_from_the_converted_network(ecgan_small, tmp_path, mon
   assert 'fc1.weight' in spade_ecgan.converted_summary(str(out))
 
   cfg.model.init_from = str(out)
-  init_models = state_lib.build_models(cfg)
-  seen = []  # the fresh state the trainer hands to the warm start (one compile, not two)
+  run = setup.build(cfg)
+  seen = []  # the fresh state the setup hands to the warm start (one compile, not two)
   monkeypatch.setattr(spade_ecgan, 'apply_init_from',
                       lambda st, path: seen.append(st) or _APPLY_INIT_FROM(st, path))
-  warm = trainer.initial_state(cfg, init_models, state_lib.make_optimizers(cfg))
+  warm = run.initial_state()
   fresh, = seen
   g = warm.g_params['generator']
   for part in ('class_decoder', 'projection_head'):
@@ -508,7 +507,7 @@ def test_warm_start_starts_from_the_converted_network(ecgan_small, tmp_path, mon
   assert jax.tree.all(jax.tree.map(np.array_equal, warm.d_params,
                                    variables['discriminator']['params']))
   ours_sem, t_sem = small_inputs(cfg, seed=12)
-  out_train, _ = init_models.generator.apply(
+  out_train, _ = run.init_models.generator.apply(
       {'params': g, **warm.g_state['generator']}, ours_sem, train=True, mutable=['batch_stats'])
   _, ref, _ = torch_eval_and_train(t, t_sem)
   for key, r, r32 in zip(('image', 'coarse_image', 'edge'), ref, torch_float32_train(t, t_sem)):

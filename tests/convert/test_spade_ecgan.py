@@ -532,3 +532,15 @@ def test_launcher_converts_an_ecgan_run(ecgan_small, tmp_path):
   assert res.returncode == 0, res.stderr[-2000:]
   assert 'unused' in res.stdout and 'fc1.weight' in res.stdout and os.path.isfile(out)
   assert set(common.load_variables(str(out))) == {'generator'}
+
+
+def test_branch_widths_must_match_edge_transfer_layers():
+  """config.model.branch_widths: a length other than edge_transfer_layers is a ConfigError naming
+  both fields; set, it overrides the derived widths of G_e and G_i."""
+  cfg = small_config(branch_widths=(32, 16))
+  with pytest.raises(C.ConfigError, match=r'model\.branch_widths=\(32, 16\).*edge_transfer_layers=3'):
+    C.validate_config(cfg)
+  cfg = small_config()
+  assert build_generator(cfg).branch_widths == (32, 16, 8)
+  cfg.model.branch_widths = None
+  assert build_generator(cfg).branch_widths == (4, 4, 4)  # derived from feature_channels = 4

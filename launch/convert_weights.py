@@ -1,34 +1,5 @@
-"""Converts a local pretrained backbone checkpoint to flax msgpack.
-
-  python launch/convert_weights.py --kind=vgg19 --input=vgg19.pth --output=vgg19.msgpack
-  python launch/convert_weights.py --kind=segformer --input=segformer-b0-folder/ \
-      --output=segformer_b0.msgpack [--variant=b0]
-
-Inputs are local files only (torchvision-layout VGG19 state_dict .pth/.safetensors; Hugging Face
-SegformerForSemanticSegmentation folder or .bin/.safetensors file). See docs/pretrained.md.
-"""
-import os
-import sys
-
-from absl import app
-from absl import flags
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from ecgan_jax import convert  # noqa: E402  (after the repo root is on sys.path)
-
-_KIND = flags.DEFINE_enum('kind', None, list(convert.KINDS), 'Which backbone the input holds.')
-_INPUT = flags.DEFINE_string('input', None, 'Local checkpoint file or folder.')
-_OUTPUT = flags.DEFINE_string('output', None, 'Output .msgpack path.')
-_VARIANT = flags.DEFINE_string('variant', None, 'SegFormer only: require this variant (b0..b5).')
-flags.mark_flags_as_required(['kind', 'input', 'output'])
-
-
-def main(argv):
-  del argv
-  path = convert.convert_file(_KIND.value, _INPUT.value, _OUTPUT.value, _VARIANT.value)
-  print(f'Wrote {path}')
-
+"""`python launch/convert_weights.py ...` = `ecgan-convert-weights` (see ecgan_jax/cli/convert_weights.py for the flags)."""
+from ecgan_jax.cli import convert_weights
 
 if __name__ == '__main__':
-  app.run(main)
+  convert_weights.run()

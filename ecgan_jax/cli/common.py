@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
-import logging
+import os
 import re
 import sys
 from typing import Any, Callable, Sequence
@@ -28,8 +28,12 @@ _OVERRIDE = re.compile(r'^--?(?:no)?config\.([\w.]+)')
 
 
 def prog() -> str:
-  import os  # pylint: disable=import-outside-toplevel
   return os.path.basename(sys.argv[0]) if sys.argv else 'ecgan'
+
+
+def user_error_message(e: BaseException) -> str:
+  """The one or two lines printed for a user error (no traceback)."""
+  return str(e).strip() or type(e).__name__
 
 
 def fail(message: str, status: int = 2) -> None:
@@ -91,18 +95,18 @@ def unknown_override(config: Any, override: str) -> str | None:
 def parse_flags(argv: list[str]) -> list[str]:
   """absl flag parsing where every mistake is one line: unknown/ill-typed flags, a config file that
   fails to load, an override of a field that does not exist (with "did you mean")."""
+  spec = _config_arg(argv)
+  if spec is not None and not os.path.isfile(spec.partition(':')[0]):
+    fail(f'--config={spec}: no such config file (e.g. --config=configs/synthetic.py)')
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
     fail(f'{e}\nPass --helpshort or --helpfull to see the flags.')
   except Exception as e:  # pylint: disable=broad-except
-    spec = _config_arg(argv)
     if spec is None:
       raise
     try:
       config = load_config_file(spec)
-    except FileNotFoundError:
-      fail(f'--config={spec}: no such config file (e.g. --config=configs/synthetic.py)')
     except Exception as load_error:  # pylint: disable=broad-except
       fail(f'--config={spec}: {load_error}')
     for a in argv:
@@ -132,6 +136,6 @@ def run(main: Callable[[list[str]], Any]) -> None:
     except USER_ERRORS as e:
       if verbosity() >= 1:
         raise
-      fail(str(e).strip() or type(e).__name__)
+      fail(user_error_message(e))
 
   app.run(wrapped, flags_parser=parse_flags)

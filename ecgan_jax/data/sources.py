@@ -22,6 +22,7 @@ from typing import Any, Iterable
 import numpy as np
 from PIL import Image
 
+from ecgan_jax.configuration import ConfigError
 from ecgan_jax.data.transforms import BadExampleError
 
 log = logging.getLogger(__name__)
@@ -479,7 +480,8 @@ def make_source(config: Any, split: str, height: int | None = None,
     return synthetic.SyntheticScenes(height, width, size=size, seed=0, split=split,
                                      with_instances=use_instance)
   if not d.root:
-    raise ValueError(f'config.dataset.root is not set: where is the {d.name} dataset?')
+    raise ConfigError(f'config.dataset.root is not set: where is the {d.name} dataset? Pass '
+                      '--config.dataset.root=/path/to/it')
   root = os.path.expanduser(d.root)
   if not os.path.isdir(root):
     raise FileNotFoundError(f'config.dataset.root={root} is not a folder')

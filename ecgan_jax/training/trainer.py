@@ -51,6 +51,12 @@ def check_config(config: Any, num_devices: int) -> None:
   if int(t.get('keep_every', 0)) < 0:
     raise configuration.ConfigError(f'config.train.keep_every={t.keep_every} must be >= 0 (0: no '
                                     'milestones)')
+  for field in ('vgg_checkpoint', 'label_generator_checkpoint'):
+    path = config.model.get(field)
+    if path and not os.path.exists(os.path.expanduser(path)):
+      raise configuration.ConfigError(
+          f'config.model.{field}={path} does not exist: convert the weights with '
+          'ecgan-convert-weights (docs/pretrained.md) or leave the field unset')
   d = config.dataset
   if d.on_bad_example not in ('error', 'skip'):
     raise configuration.ConfigError(

@@ -1,0 +1,129 @@
+"""Derived quantities of an ml-collections config and its validation.
+
+Everything that turns config fields into shapes lives here, so models, data and training agree on
+one definition of "number of classes" or "latent size".
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+# name -> (label_nc, contain_dontcare_label) as shipped by each dataset.
+KNOWN_DATASETS: dict[str, tuple[int, bool]] = {
+    'ade20k': (150, True),
+    'cityscapes': (35, True),
+    'coco_stuff': (182, True),
+    'celebamask_hq': (19, False),
+}
+DATASETS = ('synthetic', 'folder') + tuple(KNOWN_DATASETS)
+UPSAMPLING = {'normal': 5, 'more': 6, 'most': 7}
+PREPROCESS_MODES = ('resize_and_crop', 'fixed', 'none')
+GAN_MODES = ('hinge', 'original', 'ls')
+MULTIMODAL = ('none', 'vae', 'noise3d')
+NORMS = ('batch', 'instance')
+SPECTRAL = ('reference', 'all', 'none')
+PARALLELISM = ('pmap', 'shard_map')
+SEGFORMER_VARIANTS = ('b0', 'b1', 'b2', 'b3', 'b4', 'b5')
+
+
+class ConfigError(ValueError):
+  """A config field has a value the library cannot use; the message names the field."""
+
+
+def num_classes(config: Any) -> int:
+  """Label classes seen by the model: label_nc, plus one if a don't-care class is appended."""
+  return int(config.dataset.label_nc) + int(bool(config.dataset.contain_dontcare_label))
+
+
+def ignore_label(config: Any) -> int | None:
+  """Label id excluded from losses and metrics (the don't-care class), or None."""
+  return int(config.dataset.label_nc) if config.dataset.contain_dontcare_label else None
+
+
+def semantic_nc(config: Any) -> int:
+  """Channels of the generator's semantic input: one-hot classes (+1 instance-boundary channel)."""
+  return num_classes(config) + (0 if config.dataset.no_instance else 1)
+
+
+def num_upsampling(config: Any) -> int:
+  return UPSAMPLING[config.model.num_upsampling_layers]
+
+
+def image_size(config: Any) -> tuple[int, int]:
+  """(height, width) of training images: width = crop_size, height = crop_size / aspect_ratio."""
+  w = int(config.dataset.crop_size)
+  return int(round(w / float(config.dataset.aspect_ratio))), w
+
+
+def latent_size(config: Any) -> tuple[int, int]:
+  """(height, width) of the generator's first feature map (SPADE: crop / 2**num_upsampling)."""
+  h, w = image_size(config)
+  f = 2 ** num_upsampling(config)
+  return h // f, w // f
+
+
+def _choice(config: Mapping, field: str, value: Any, allowed: tuple) -> None:
+  if value not in allowed:
+    raise ConfigError(f'config.{field}={value!r} is not one of {list(allowed)}')
+
+
+def validate_config(config: Any) -> Any:
+  """Raises ConfigError naming the offending field; returns the config unchanged when valid."""
+  d, m, l, t = config.dataset, config.model, config.loss, config.train
+  _choice(config, 'dataset.name', d.name, DATASETS)
+  if d.name in KNOWN_DATASETS:
+    nc, dontcare = KNOWN_DATASETS[d.name]
+    if d.label_nc != nc:
+      raise ConfigError(
+          f'config.dataset.label_nc={d.label_nc} does not match dataset {d.name!r}, which has {nc} '
+          'label ids')
+    if bool(d.contain_dontcare_label) != dontcare:
+      raise ConfigError(
+          f'config.dataset.contain_dontcare_label={d.contain_dontcare_label} does not match dataset '
+          f'{d.name!r} (expected {dontcare})')
+  if d.label_nc < 1:
+    raise ConfigError(f'config.dataset.label_nc={d.label_nc} must be >= 1')
+  _choice(config, 'dataset.preprocess_mode', d.preprocess_mode, PREPROCESS_MODES)
+  if d.aspect_ratio <= 0:
+    raise ConfigError(f'config.dataset.aspect_ratio={d.aspect_ratio} must be > 0')
+  if d.preprocess_mode == 'resize_and_crop' and d.load_size < d.crop_size:
+    raise ConfigError(
+        f'config.dataset.load_size={d.load_size} is smaller than config.dataset.crop_size='
+        f'{d.crop_size}')
+  _choice(config, 'model.num_upsampling_layers', m.num_upsampling_layers, tuple(UPSAMPLING))
+  f = 2 ** num_upsampling(config)
+  h, w = image_size(config)
+  if w % f or h % f or h * d.aspect_ratio != w:
+    raise ConfigError(
+        f'config.dataset.crop_size={d.crop_size} with aspect_ratio={d.aspect_ratio} gives '
+        f'{h}x{w} (HxW), which is not divisible by 2**{num_upsampling(config)}={f} as '
+        f'config.model.num_upsampling_layers={m.num_upsampling_layers!r} requires')
+  _choice(config, 'model.param_free_norm', m.param_free_norm, NORMS)
+  _choice(config, 'model.spectral_norm', m.spectral_norm, SPECTRAL)
+  _choice(config, 'model.multimodal', m.multimodal, MULTIMODAL)
+  _choice(config, 'model.dtype', m.dtype, ('float32', 'bfloat16'))
+  _choice(config, 'model.label_generator', m.label_generator, SEGFORMER_VARIANTS)
+  for s in m.contrastive_strides:
+    if s < 1 or h % s or w % s:
+      raise ConfigError(f'config.model.contrastive_strides contains {s}, which does not divide '
+                        f'the {h}x{w} image')
+  if len(l.scale_weights) != len(m.contrastive_strides):
+    raise ConfigError(
+        f'config.loss.scale_weights has {len(l.scale_weights)} entries but '
+        f'config.model.contrastive_strides has {len(m.contrastive_strides)}')
+  for pair in l.cross_scale_pairs:
+    for s in pair:
+      if s not in tuple(m.contrastive_strides):
+        raise ConfigError(f'config.loss.cross_scale_pairs uses stride {s}, which is not in '
+                          f'config.model.contrastive_strides={tuple(m.contrastive_strides)}')
+  if m.class_specific_topk < 1:
+    raise ConfigError(f'config.model.class_specific_topk={m.class_specific_topk} must be >= 1')
+  _choice(config, 'loss.gan_mode', l.gan_mode, GAN_MODES)
+  if l.temperature <= 0:
+    raise ConfigError(f'config.loss.temperature={l.temperature} must be > 0')
+  for name in ('bank_size', 'bank_pixels_per_class', 'anchors_per_class', 'sim_chunk'):
+    if l[name] < 1:
+      raise ConfigError(f'config.loss.{name}={l[name]} must be >= 1')
+  _choice(config, 'train.parallelism', t.parallelism, PARALLELISM)
+  if t.batch_size < 1:
+    raise ConfigError(f'config.train.batch_size={t.batch_size} must be >= 1')
+  return config

@@ -1,0 +1,282 @@
+"""Building blocks shared by the ECGAN++ networks (NHWC throughout).
+
+- `Conv` / `Dense`: PyTorch-style layers (symmetric integer padding, SPADE's xavier-normal init with
+  gain 0.02) with optional spectral normalisation (`SpectralNormalizer`); the u/v/sigma power-
+  iteration state lives in the `batch_stats` collection and is updated only when
+  `update_stats=True` (training).
+- `ParamFreeNorm`: affine-free batch norm (synced over `axis_name` under pmap) or instance norm.
+- `SPADE`: param-free norm modulated by a 3x3 conv MLP of the semantic map (Park et al., 2019).
+- `SPADEResBlock`: the SPADE residual block with a learned 1x1 shortcut (no bias) when the channel
+  count changes.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ecgan_jax.models.semantics import resize_nearest
+
+Dtype = Any
+
+# SPADE's BaseNetwork.init_weights('xavier', gain=0.02): xavier-normal with gain 0.02, zero bias.
+default_kernel_init = nn.initializers.variance_scaling(0.02 ** 2, 'fan_avg', 'normal')
+
+LEAKY_SLOPE = 0.2
+
+
+def leaky_relu(x: jax.Array) -> jax.Array:
+  """LeakyReLU with SPADE's slope 0.2."""
+  return nn.leaky_relu(x, LEAKY_SLOPE)
+
+
+def use_spectral(mode: str, in_reference: bool) -> bool:
+  """Spectral-norm placement: 'all' -> every layer (paper's wording), 'none' -> no layer,
+  'reference' -> only where the SPADE/ECGAN code puts it (`in_reference`)."""
+  if mode == 'all':
+    return True
+  if mode == 'none':
+    return False
+  if mode == 'reference':
+    return in_reference
+  raise ValueError(f"spectral_norm mode {mode!r} is not one of ['reference', 'all', 'none']")
+
+
+def to_dtype(name: str | Dtype) -> Dtype:
+  """'float32' | 'bfloat16' (config.model.dtype) -> jnp dtype."""
+  return {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}.get(name, name)
+
+
+def upsample2x(x: jax.Array) -> jax.Array:
+  """Nearest-neighbour x2 upsampling [B, H, W, C] -> [B, 2H, 2W, C] (nn.Upsample(scale_factor=2))."""
+  return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+
+
+def avg_pool_exclude_pad(x: jax.Array) -> jax.Array:
+  """3x3 average pool, stride 2, padding 1, padded cells not counted (count_include_pad=False).
+
+  [B, H, W, C] -> [B, ceil(H/2), ceil(W/2), C]: the multi-scale discriminator's downsampling.
+  """
+  return nn.avg_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),
+                     count_include_pad=False)
+
+
+def _l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
+  return x / jnp.maximum(jnp.linalg.norm(x), eps)
+
+
+class SpectralNormalizer(nn.Module):
+  """Divides a weight by its largest singular value, estimated by power iteration (PyTorch's
+  `torch.nn.utils.spectral_norm`, not `flax.linen.SpectralNorm`, which stores the already
+  normalised kernel at init and so changes the effective learning rate).
+
+  The weight [..., out] is viewed as the matrix W [out, prod(...)]. State in `batch_stats`:
+  u [out], v [in] (unit vectors) and sigma (last estimate). With update_stats=True (training) one
+  power-iteration step refreshes u, v and stores them; otherwise the stored u, v are used
+  unchanged (PyTorch eval). sigma = u^T W v is differentiable in W; u and v are not.
+  """
+  n_init_steps: int = 15  # power iterations at init, so sigma is meaningful before training
+
+  @nn.compact
+  def __call__(self, weight: jax.Array, update_stats: bool) -> jax.Array:
+    w = weight.reshape(-1, weight.shape[-1]).T.astype(jnp.float32)  # [out, in]
+    initializing = self.is_initializing()
+
+    def init_uv():
+      ku, kv = jax.random.split(self.make_rng('params'))
+      u = _l2_normalize(jax.random.normal(ku, (w.shape[0],)))
+      v = _l2_normalize(jax.random.normal(kv, (w.shape[1],)))
+      def step(_, uv):
+        v = _l2_normalize(w.T @ uv[0])
+        return _l2_normalize(w @ v), v
+
+      u, v = jax.lax.fori_loop(0, self.n_init_steps, step, (u, v))
+      return jax.lax.stop_gradient(u), jax.lax.stop_gradient(v)
+
+    uv = init_uv() if initializing else (None, None)
+    u_var = self.variable('batch_stats', 'u', lambda: uv[0])
+    v_var = self.variable('batch_stats', 'v', lambda: uv[1])
+    sigma_var = self.variable('batch_stats', 'sigma', lambda: jnp.ones((), jnp.float32))
+    u, v = u_var.value, v_var.value
+    if update_stats and not initializing:
+      wd = jax.lax.stop_gradient(w)
+      v = _l2_normalize(wd.T @ u)
+      u = _l2_normalize(wd @ v)
+    sigma = u @ w @ v
+    if update_stats and not initializing:
+      u_var.value, v_var.value, sigma_var.value = u, v, jax.lax.stop_gradient(sigma)
+    elif initializing:
+      sigma_var.value = jax.lax.stop_gradient(sigma)
+    return weight / sigma.astype(weight.dtype)
+
+
+def _weight(mod: nn.Module, shape: tuple[int, ...], init: Callable, update_stats: bool
+            ) -> jax.Array:
+  """The `kernel` param of a Conv/Dense (inside its compact call), spectral-normalised if asked."""
+  kernel = mod.param('kernel', init, shape)
+  if mod.spectral:
+    kernel = SpectralNormalizer(name='sn')(kernel, update_stats)
+  return kernel
+
+
+def _add_bias(mod: nn.Module, y: jax.Array) -> jax.Array:
+  if not mod.use_bias:
+    return y
+  return y + mod.param('bias', nn.initializers.zeros, (mod.features,)).astype(mod.dtype)
+
+
+class Conv(nn.Module):
+  """2-D convolution with PyTorch padding semantics and optional spectral norm.
+
+  [B, H, W, Cin] -> [B, (H + 2p - k) // s + 1, ..., features]. Params `kernel` [k, k, Cin, out]
+  and `bias` [out] are float32 whatever the compute dtype; the spectral-norm state sits in
+  `batch_stats` under `sn`.
+  """
+  features: int
+  kernel_size: int = 3
+  strides: int = 1
+  padding: int | None = None  # None -> kernel_size // 2 ("same" for odd kernels)
+  use_bias: bool = True
+  spectral: bool = False
+  dtype: Dtype = jnp.float32
+  kernel_init: Callable = default_kernel_init
+
+  @nn.compact
+  def __call__(self, x: jax.Array, update_stats: bool = False) -> jax.Array:
+    k = self.kernel_size
+    p = k // 2 if self.padding is None else self.padding
+    kernel = _weight(self, (k, k, x.shape[-1], self.features), self.kernel_init, update_stats)
+    y = jax.lax.conv_general_dilated(
+        x.astype(self.dtype), kernel.astype(self.dtype), (self.strides, self.strides),
+        ((p, p), (p, p)), dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    return _add_bias(self, y)
+
+
+class Dense(nn.Module):
+  """Linear layer [..., Cin] -> [..., features] with optional spectral norm."""
+  features: int
+  use_bias: bool = True
+  spectral: bool = False
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, update_stats: bool = False) -> jax.Array:
+    kernel = _weight(self, (x.shape[-1], self.features), default_kernel_init, update_stats)
+    return _add_bias(self, x.astype(self.dtype) @ kernel.astype(self.dtype))
+
+
+class ParamFreeNorm(nn.Module):
+  """Affine-free normalisation of [B, H, W, C], computed in float32, returned in x's dtype.
+
+  kind='batch': BatchNorm over (B, H, W) with statistics synced across `axis_name` in training, as
+  SPADE's SynchronizedBatchNorm2d: normalise by the biased batch variance, update the running
+  averages with momentum 0.1 and the *unbiased* variance (n / (n - 1), n counted over all
+  devices), eps 1e-5. Evaluation uses the running averages (`batch_stats`: mean, var).
+  kind='instance': InstanceNorm over (H, W) per example, no running statistics (as in PyTorch's
+  default InstanceNorm2d).
+  """
+  kind: str = 'batch'
+  axis_name: str | None = None
+  momentum: float = 0.1
+  epsilon: float = 1e-5
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    y = x.astype(jnp.float32)
+    if self.kind == 'instance':
+      y = nn.InstanceNorm(epsilon=self.epsilon, use_bias=False, use_scale=False,
+                          dtype=jnp.float32, name='in')(y)
+      return y.astype(x.dtype)
+    if self.kind != 'batch':
+      raise ValueError(f"param-free norm {self.kind!r} is not one of ['batch', 'instance']")
+    c = x.shape[-1]
+    ra_mean = self.variable('batch_stats', 'mean', jnp.zeros, (c,), jnp.float32)
+    ra_var = self.variable('batch_stats', 'var', jnp.ones, (c,), jnp.float32)
+    if not train:
+      mean, var = ra_mean.value, ra_var.value
+    else:
+      mean, mean2 = jnp.mean(y, axis=(0, 1, 2)), jnp.mean(y * y, axis=(0, 1, 2))
+      n = y.shape[0] * y.shape[1] * y.shape[2]
+      if self.axis_name is not None:
+        mean, mean2 = jax.lax.pmean((mean, mean2), self.axis_name)
+        n = n * jax.lax.psum(1, self.axis_name)
+      var = jnp.maximum(mean2 - mean * mean, 0.0)
+      if not self.is_initializing():
+        m = self.momentum
+        ra_mean.value = (1 - m) * ra_mean.value + m * mean
+        ra_var.value = (1 - m) * ra_var.value + m * var * (n / jnp.maximum(n - 1, 1))
+    y = (y - mean) * jax.lax.rsqrt(var + self.epsilon)
+    return y.astype(x.dtype)
+
+
+class SPADE(nn.Module):
+  """Spatially-adaptive normalisation: norm(x) * (1 + gamma(S)) + beta(S).
+
+  x [B, H, W, C], seg [B, Hs, Ws, Cs] (resized to H x W with PyTorch-nearest semantics) ->
+  [B, H, W, C]. gamma/beta come from a shared 3x3 conv with `hidden` channels + ReLU, then two 3x3
+  convs. The MLP is spectral-normalised only under spectral_norm='all'.
+  """
+  hidden: int = 128
+  param_free_norm: str = 'batch'
+  spectral_norm: str = 'reference'
+  axis_name: str | None = None
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, seg: jax.Array, train: bool) -> jax.Array:
+    c = x.shape[-1]
+    normalized = ParamFreeNorm(self.param_free_norm, self.axis_name, name='norm')(x, train)
+    seg = resize_nearest(seg, x.shape[1:3]).astype(self.dtype)
+    sn = use_spectral(self.spectral_norm, False)
+    actv = nn.relu(Conv(self.hidden, 3, spectral=sn, dtype=self.dtype, name='mlp_shared')(
+        seg, train))
+    gamma = Conv(c, 3, spectral=sn, dtype=self.dtype, name='mlp_gamma')(actv, train)
+    beta = Conv(c, 3, spectral=sn, dtype=self.dtype, name='mlp_beta')(actv, train)
+    return (normalized * (1 + gamma) + beta).astype(self.dtype)
+
+
+class SPADEResBlock(nn.Module):
+  """SPADE residual block: x [B, H, W, Cin], seg -> [B, H, W, features].
+
+  out = shortcut(x) + conv_1(lrelu(SPADE_1(conv_0(lrelu(SPADE_0(x)))))), middle width
+  min(Cin, features); shortcut = conv_s(SPADE_s(x)) (1x1, no bias) when Cin != features, else x.
+  conv_0/conv_1/conv_s carry spectral norm under spectral_norm='reference' or 'all'.
+  """
+  features: int
+  hidden: int = 128
+  param_free_norm: str = 'batch'
+  spectral_norm: str = 'reference'
+  axis_name: str | None = None
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, seg: jax.Array, train: bool) -> jax.Array:
+    fin = x.shape[-1]
+    fmid = min(fin, self.features)
+    sn = use_spectral(self.spectral_norm, True)
+
+    def spade(name):
+      return SPADE(self.hidden, self.param_free_norm, self.spectral_norm, self.axis_name,
+                   self.dtype, name=name)
+
+    if fin != self.features:
+      x_s = Conv(self.features, 1, use_bias=False, spectral=sn, dtype=self.dtype, name='conv_s')(
+          spade('norm_s')(x, seg, train), train)
+    else:
+      x_s = x
+    dx = Conv(fmid, 3, spectral=sn, dtype=self.dtype, name='conv_0')(
+        leaky_relu(spade('norm_0')(x, seg, train)), train)
+    dx = Conv(self.features, 3, spectral=sn, dtype=self.dtype, name='conv_1')(
+        leaky_relu(spade('norm_1')(dx, seg, train)), train)
+    out = x_s.astype(self.dtype) + dx
+    chex.assert_shape(out, (*x.shape[:3], self.features))
+    return out
+
+
+def resblock_class(remat: bool) -> type[nn.Module]:
+  """SPADEResBlock, or its rematerialised version (activations recomputed in the backward pass,
+  `train` static) when config.model.remat is set. Same parameters either way."""
+  return nn.remat(SPADEResBlock, static_argnums=(3,)) if remat else SPADEResBlock

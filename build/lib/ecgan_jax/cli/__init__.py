@@ -1,1 +1,0 @@
-"""Command-line entry points: the main() of each command (console scripts ecgan-train, ...)."""

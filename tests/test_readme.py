@@ -18,7 +18,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = open(os.path.join(REPO, 'README.md')).read()
 # Library INFO lines the quiet console must not show (Orbax, absl, grain, jax).
 LIBRARY_INFO = ('CheckpointManager', 'barrier_sync', '[process=0]', 'Finished saving',
-                'Cleaning up existing temporary', 'grain', 'Compiling module')
+                'Cleaning up existing temporary', 'checkpoint steps in')
 
 
 def blocks(lang):

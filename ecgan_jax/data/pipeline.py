@@ -101,7 +101,7 @@ class LoadExample:
       return self.prepare(ex) if self.prepare is not None else ex
     except transforms.BadExampleError as e:
       if self.on_bad != 'skip':
-        raise
+        raise transforms.BadExampleError(f'{e}. {sources_lib.SKIP_HINT}') from None
       self._skip(index, e)
       return None
 
@@ -133,6 +133,9 @@ def checked_source(source: Any, config: Any, split: str,
     raise transforms.BadExampleError(
         f'{bad[0][1]}. Found by the start-up check of the {split} split '
         f'({len(bad)} bad example(s){listed}). {sources_lib.SKIP_HINT}')
+  if len(bad) == len(source):
+    raise transforms.BadExampleError(
+        f'every example of the {split} split ({len(source)}) is bad; first: {bad[0][1]}')
   for _, message in bad:
     log.warning('Leaving out bad example: %s', message)
   log.warning('%s split: left out %d bad example(s) of %d%s', split, len(bad), len(source),

@@ -84,3 +84,14 @@ def test_clean_folder_passes_and_sampled_label_check_decodes_only_the_sample(tmp
   assert len(decoded) == 3
   decoded.clear()
   assert src.check('none') == [] and not decoded
+
+
+def test_defect_found_while_reading_names_the_file_and_the_skip_flag(tmp_path):
+  bad = fx.folder_with_defect(str(tmp_path / 'data'), 'label_out_of_range')
+  it = pipeline.make_train_iterator(folder_config(str(tmp_path / 'data'), check_labels='none'), 1)
+  with pytest.raises(BadExampleError) as info:
+    for _ in range(8):
+      next(it)
+  it.close()
+  message = common.user_error_message(info.value)
+  assert os.path.basename(bad) in message and '--config.dataset.on_bad_example=skip' in message

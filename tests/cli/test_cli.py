@@ -51,6 +51,13 @@ def test_user_mistake_is_one_line_naming_the_field_and_writes_nothing(tmp_path, 
   assert 'Compiling' not in proc.stderr
 
 
+def test_verbosity_1_shows_the_traceback_of_a_user_error(tmp_path):
+  proc = run_train(['--config=configs/synthetic.py:tiny', f'--workdir={tmp_path}/run',
+                    '--config.train.parallelism=dp', '--verbosity=1'], tmp_path)
+  assert proc.returncode != 0
+  assert 'Traceback' in proc.stderr and 'ConfigError: config.train.parallelism' in proc.stderr
+
+
 def test_missing_config_file_is_one_line(tmp_path):
   proc = run_train(['--config=configs/nope.py', f'--workdir={tmp_path}/run'], tmp_path)
   assert_one_line_error(proc, 'configs/nope.py')

@@ -3,7 +3,6 @@ prepared ArrayRecord data, and skipping bad examples."""
 import hashlib
 import logging
 import os
-import re
 
 import grain
 import numpy as np

@@ -101,7 +101,11 @@ def parse_flags(argv: list[str]) -> list[str]:
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
-    fail(f'{e}\nPass --helpshort or --helpfull to see the flags.')
+    text = str(e)
+    if 'Traceback' in text:  # a config file that raised: its first and last lines say it all
+      lines = [l for l in text.splitlines() if l.strip()]
+      text = f'{lines[0].rstrip(": ")}: {lines[-1].strip()}'
+    fail(f'{text}\nPass --helpshort or --helpfull to see the flags.')
   except Exception as e:  # pylint: disable=broad-except
     if spec is None:
       raise

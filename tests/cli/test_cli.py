@@ -58,9 +58,11 @@ def test_verbosity_1_shows_the_traceback_of_a_user_error(tmp_path):
   assert 'Traceback' in proc.stderr and 'ConfigError: config.train.parallelism' in proc.stderr
 
 
-def test_missing_config_file_is_one_line(tmp_path):
-  proc = run_train(['--config=configs/nope.py', f'--workdir={tmp_path}/run'], tmp_path)
-  assert_one_line_error(proc, 'configs/nope.py')
+@pytest.mark.parametrize('config,needle', [('configs/nope.py', 'configs/nope.py'),
+                                            ('configs/synthetic.py:B9', "argument 'B9'")])
+def test_missing_or_failing_config_file_is_one_line(tmp_path, config, needle):
+  proc = run_train([f'--config={config}', f'--workdir={tmp_path}/run'], tmp_path)
+  assert_one_line_error(proc, needle)
 
 
 def test_bad_file_stops_the_command_before_any_compile_and_goes_to_train_log(tmp_path):

@@ -5,6 +5,7 @@ one definition of "number of classes" or "latent size".
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Mapping
 
 # name -> (label_nc, contain_dontcare_label) as shipped by each dataset.
@@ -18,10 +19,15 @@ DATASETS = ('synthetic', 'folder') + tuple(KNOWN_DATASETS)
 UPSAMPLING = {'normal': 5, 'more': 6, 'most': 7}
 PREPROCESS_MODES = ('resize_and_crop', 'fixed', 'none')
 GAN_MODES = ('hinge', 'original', 'ls')
+DTYPES = ('float32', 'bfloat16')  # config.model.dtype: compute dtype (params stay float32)
+OPTIMIZERS = ('adam', 'sgd')
+CONTRASTIVE_GATHER = ('anchors', 'maps')
 MULTIMODAL = ('none', 'vae', 'noise3d')
 NORMS = ('batch', 'instance')
 SPECTRAL = ('reference', 'all', 'none')
 PARALLELISM = ('pmap', 'shard_map')
+ON_BAD_EXAMPLE = ('error', 'skip')
+LABEL_CHECKS = ('sample', 'all', 'none')  # label maps decoded by the data start-up check
 SEGFORMER_VARIANTS = ('b0', 'b1', 'b2', 'b3', 'b4', 'b5')
 
 
@@ -100,7 +106,7 @@ def validate_config(config: Any) -> Any:
   _choice(config, 'model.param_free_norm', m.param_free_norm, NORMS)
   _choice(config, 'model.spectral_norm', m.spectral_norm, SPECTRAL)
   _choice(config, 'model.multimodal', m.multimodal, MULTIMODAL)
-  _choice(config, 'model.dtype', m.dtype, ('float32', 'bfloat16'))
+  _choice(config, 'model.dtype', m.dtype, DTYPES)
   _choice(config, 'model.label_generator', m.label_generator, SEGFORMER_VARIANTS)
   for s in m.contrastive_strides:
     if s < 1 or h % s or w % s:
@@ -123,7 +129,48 @@ def validate_config(config: Any) -> Any:
   for name in ('bank_size', 'bank_pixels_per_class', 'anchors_per_class', 'sim_chunk'):
     if l[name] < 1:
       raise ConfigError(f'config.loss.{name}={l[name]} must be >= 1')
+  _choice(config, 'loss.contrastive_gather', l.contrastive_gather, CONTRASTIVE_GATHER)
+  if l.contrastive_chunk < 0:
+    raise ConfigError(f'config.loss.contrastive_chunk={l.contrastive_chunk} must be >= 0 '
+                      '(0 = no chunking)')
+  _choice(config, 'optim.optimizer', config.optim.optimizer, OPTIMIZERS)
   _choice(config, 'train.parallelism', t.parallelism, PARALLELISM)
-  if t.batch_size < 1:
-    raise ConfigError(f'config.train.batch_size={t.batch_size} must be >= 1')
+  for name in ('batch_size', 'num_steps', 'log_every', 'checkpoint_every', 'keep_checkpoints'):
+    if int(t[name]) < 1:
+      raise ConfigError(f'config.train.{name}={t[name]} must be >= 1')
+  if int(t.get('keep_every', 0)) < 0:
+    raise ConfigError(f'config.train.keep_every={t.keep_every} must be >= 0 (0: no milestones)')
+  _choice(config, 'dataset.on_bad_example', d.on_bad_example, ON_BAD_EXAMPLE)
+  _choice(config, 'dataset.check_labels', d.get('check_labels', 'sample'), LABEL_CHECKS)
+  for field in ('vgg_checkpoint', 'label_generator_checkpoint'):
+    path = m.get(field)
+    if path and not os.path.exists(os.path.expanduser(path)):
+      raise ConfigError(f'config.model.{field}={path} does not exist: convert the weights with '
+                        'ecgan-convert-weights (docs/pretrained.md) or leave the field unset')
+  _validate_model(config)
   return config
+
+
+def _validate_model(config: Any) -> None:
+  """Network widths and switches that the modules need (part of `validate_config`)."""
+  m = config.model
+  for name in ('ngf', 'ndf', 'spade_hidden', 'feature_channels', 'z_dim', 'proj_dim', 'num_D',
+               'n_layers_D', 'edge_transfer_layers'):
+    if int(m[name]) < 1:
+      raise ConfigError(f'config.model.{name}={m[name]} must be >= 1')
+  if m.use_edge_transfer and not m.use_edge:
+    raise ConfigError('config.model.use_edge_transfer=True needs config.model.use_edge=True '
+                      '(G_t transfers the edge branch G_e into the image branch)')
+  available = trunk_strides(num_upsampling(config))
+  for s in m.contrastive_strides:
+    if s not in available:
+      raise ConfigError(
+          f'config.model.contrastive_strides contains {s}, but the trunk with '
+          f'config.model.num_upsampling_layers={m.num_upsampling_layers!r} only has features at '
+          f'strides {sorted(available)}')
+
+
+def trunk_strides(num_upsampling_layers: int) -> tuple[int, ...]:
+  """Output strides at which the generator trunk has features: 2**num_upsampling (latent) ...
+  2, 1."""
+  return tuple(2 ** k for k in range(num_upsampling_layers, -1, -1))

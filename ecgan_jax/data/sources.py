@@ -22,7 +22,7 @@ from typing import Any, Iterable
 import numpy as np
 from PIL import Image
 
-from ecgan_jax.configuration import ConfigError
+from ecgan_jax.configuration import LABEL_CHECKS, ConfigError
 from ecgan_jax.data.transforms import BadExampleError
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,6 @@ LABEL_EXTS = ('.png', '.bmp', '.tif', '.tiff')
 DONTCARE_RAW = 255
 SKIP_HINT = ('Fix or remove the file, or pass --config.dataset.on_bad_example=skip to leave bad '
              'examples out')
-LABEL_CHECKS = ('sample', 'all', 'none')
 # Label modes read_id_map accepts without decoding; colour modes are decoded to check the channels.
 _ID_MODES = ('L', 'P', 'I', 'I;16', 'I;16B', 'I;16L', '1')
 _TAIL_MARKERS = {'.png': b'IEND', '.jpg': b'\xff\xd9', '.jpeg': b'\xff\xd9'}

@@ -1,5 +1,10 @@
-"""`python launch/convert_weights.py ...` = `ecgan-convert-weights` (see ecgan_jax/cli/convert_weights.py for the flags)."""
-from ecgan_jax.cli import convert_weights
+"""`python launch/convert_weights.py ...` = `ecgan-convert-weights` (flags: ecgan_jax/cli/convert_weights.py); also runs from a
+clone without `pip install` (the repo root goes on sys.path)."""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from ecgan_jax.cli import convert_weights  # noqa: E402
 
 if __name__ == '__main__':
   convert_weights.run()

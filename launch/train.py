@@ -1,5 +1,10 @@
-"""`python launch/train.py ...` = `ecgan-train` (see ecgan_jax/cli/train.py for the flags)."""
-from ecgan_jax.cli import train
+"""`python launch/train.py ...` = `ecgan-train` (flags: ecgan_jax/cli/train.py); also runs from a
+clone without `pip install` (the repo root goes on sys.path)."""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from ecgan_jax.cli import train  # noqa: E402
 
 if __name__ == '__main__':
   train.run()

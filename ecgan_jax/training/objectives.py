@@ -82,10 +82,10 @@ def similarity_term(label_probs: Callable, fakes: Mapping[str, Any], label: jax.
                                                              ('image', k2)))
 
 
-def contrastive_terms(embeddings: Mapping[str, jax.Array], label: jax.Array, bank: Any,
+def contrastive_terms(embeddings: Mapping[str, jax.Array], label: jax.Array, banks: Any,
                       key: jax.Array, opts: StepOptions, axis_name: str | None) -> Terms:
-  """Eq. 5 (Eq. 4 at stride 1, with the memory bank) and Eq. 6 on the projection-head
-  embeddings; with contrastive_gather='maps' the maps are gathered before sampling."""
+  """Eq. 5 (Eq. 4 at stride 1; stride-s anchors also against banks['s<s>']) and Eq. 6 on the
+  projection-head embeddings; with contrastive_gather='maps' the maps are gathered first."""
   if opts.contrastive_gather == 'maps':
     embeddings = {k: losses.gather_across_devices(v, axis_name) for k, v in embeddings.items()}
     label, axis_name = losses.gather_across_devices(label, axis_name), None
@@ -94,7 +94,7 @@ def contrastive_terms(embeddings: Mapping[str, jax.Array], label: jax.Array, ban
                 ignore_label=opts.ignore_label, axis_name=axis_name,
                 chunk_size=opts.contrastive_chunk)
   t = {'g/contrastive_ms': losses.multiscale_contrastive_loss(
-      key, embeddings, label, strides=opts.strides, weights=opts.scale_weights, bank=bank,
+      key, embeddings, label, strides=opts.strides, weights=opts.scale_weights, banks=banks,
       bank_samples_per_class=opts.bank_negatives, **common)}
   if opts.use_cross_scale:
     t['g/contrastive_cs'] = losses.cross_scale_contrastive_loss(
@@ -105,7 +105,7 @@ def contrastive_terms(embeddings: Mapping[str, jax.Array], label: jax.Array, ban
 
 def generator_objective(fakes: Mapping[str, Any], batch: Mapping[str, jax.Array],
                         judged: Mapping[str, DOutput], opts: StepOptions, *, vgg: Callable,
-                        label_probs: Callable | None, bank: Any, key_sim: jax.Array,
+                        label_probs: Callable | None, banks: Any, key_sim: jax.Array,
                         key_contrast: jax.Array, axis_name: str | None
                         ) -> tuple[jax.Array, Terms]:
   """Eq. 9: lambda_c L_gan + lambda_f L_feat + lambda_p L_vgg + lambda_s L_sim
@@ -114,7 +114,8 @@ def generator_objective(fakes: Mapping[str, Any], batch: Mapping[str, jax.Array]
   fakes: generator outputs (`models.generate`); batch: {'image', 'label', 'edge' (broadcast to
   3 channels)}; judged: D's outputs as in `discriminator_objective`, fakes not stopped;
   vgg: images in [-1, 1] -> VGG features; label_probs: image -> G_l class probabilities (None
-  without the similarity loss); bank: memory bank (None without contrastive learning).
+  without the similarity loss); banks: memory banks {'s1': ..., 's4': ...} (None without
+  contrastive learning).
   """
   t = adversarial_terms(judged, opts)
   t['g/vgg'] = perceptual_term(vgg, fakes, batch['image'], batch['edge'], opts)
@@ -126,7 +127,7 @@ def generator_objective(fakes: Mapping[str, Any], batch: Mapping[str, jax.Array]
   if opts.use_contrastive or opts.use_class_specific:
     contrast = jnp.float32(0.0)
     if opts.use_contrastive:
-      t.update(contrastive_terms(fakes['embeddings'], batch['label'], bank, key_contrast, opts,
+      t.update(contrastive_terms(fakes['embeddings'], batch['label'], banks, key_contrast, opts,
                                  axis_name))
       contrast += t['g/contrastive_ms'] + t.get('g/contrastive_cs', 0.0)
     if opts.use_class_specific:

@@ -41,7 +41,7 @@ class StepOptions:
   sim_chunk: int
   sim_num_pixels: int
   # contrastive losses and memory bank
-  strides: tuple[int, ...]  # (1,) without the multi-scale loss
+  strides: tuple[int, ...]  # (1,) without the multi-scale loss; one memory bank per stride
   scale_weights: tuple[float, ...]
   cross_scale_pairs: tuple[tuple[int, int], ...]
   cross_scale_weight: float
@@ -62,6 +62,7 @@ class StepOptions:
     """Reads a validated config (`configuration.validate_config`)."""
     m, lc, o = config.model, config.loss, config.optim
     multiscale = bool(lc.use_multiscale)
+    strides = configuration.contrastive_strides(config)
     return cls(
         num_classes=configuration.num_classes(config),
         ignore_label=configuration.ignore_label(config),
@@ -79,7 +80,7 @@ class StepOptions:
         use_class_specific=bool(m.use_class_specific),
         vae=m.multimodal == 'vae',
         sim_chunk=int(lc.sim_chunk), sim_num_pixels=int(lc.sim_num_pixels),
-        strides=tuple(int(s) for s in m.contrastive_strides) if multiscale else (1,),
+        strides=strides,
         scale_weights=tuple(float(w) for w in lc.scale_weights) if multiscale else (1.0,),
         cross_scale_pairs=tuple((int(p), int(q)) for p, q in lc.cross_scale_pairs),
         cross_scale_weight=float(lc.cross_scale_weight),

@@ -135,11 +135,13 @@ def uses_memory_bank(config: Any) -> bool:
 
 
 def init_bank(config: Any) -> PyTree:
-  """Empty segmented memory bank [C, bank_size, proj_dim] x 2 queues, or {} without contrast."""
+  """Empty segmented memory banks, one per contrastive stride: {'s1': MemoryBank, 's4': ...},
+  each [C, bank_size, proj_dim] x 2 queues; {} without contrastive learning."""
   if not uses_memory_bank(config):
     return {}
-  return losses.init_memory_bank(configuration.num_classes(config), int(config.loss.bank_size),
-                                 int(config.model.proj_dim))
+  return {f's{s}': losses.init_memory_bank(configuration.num_classes(config),
+                                           int(config.loss.bank_size), int(config.model.proj_dim))
+          for s in configuration.contrastive_strides(config)}
 
 
 def create_train_state(config: Any, rng: jax.Array, models: Models,

@@ -12,7 +12,8 @@ top-down:
   3. Label generator update (only when it is trained online: cross-entropy on real pairs).
   4. G update: `objectives.generator_objective` (Eq. 9) with the *updated* D; its gradient w.r.t.
      the fakes is pulled back through the stored VJP.
-  5. Memory bank update, EMA of the generator, step + 1.
+  5. Memory bank updates (one bank per contrastive stride, each from its own scale), EMA of the
+     generator, step + 1.
 
 Gradients, metrics and losses are pmean'd over 'batch'; BatchNorm statistics are synced by the
 models themselves; contrastive sets and bank writes are all_gathered, so every replica stays
@@ -112,7 +113,7 @@ def make_train_step(opts: StepOptions, models: state_lib.Models,
           {**f, **g_ints}, batch, judged, opts,
           vgg=lambda im: models.vgg.apply({'params': frozen['vgg']}, im),
           label_probs=_label_probs(models.label_generator, l_params, l_state),
-          bank=state.bank if opts.use_contrastive else None, key_sim=k_sim,
+          banks=state.bank if opts.use_contrastive else None, key_sim=k_sim,
           key_contrast=k_contrast, axis_name=axis_name)
       return total, (terms, new_d_state)
 
@@ -127,7 +128,7 @@ def make_train_step(opts: StepOptions, models: state_lib.Models,
     # `axis_name` itself and the spectral-norm vectors are functions of replicated weights.
     bank = state.bank
     if opts.use_contrastive:
-      bank = _update_bank(opts, bank, k_bank, fakes['embeddings'], batch['label'], axis_name)
+      bank = _update_banks(opts, bank, k_bank, fakes['embeddings'], batch['label'], axis_name)
     new_state = state.replace(
         step=state.step + 1, g_params=g_params, g_state=g_state, d_params=d_params,
         d_state=d_state, l_params=l_params, l_state=l_state, g_opt=g_opt, d_opt=d_opt, l_opt=l_opt,
@@ -156,15 +157,13 @@ def _discriminator_update(opts, d_mod, optimizer, state, sem, batch, fakes, metr
 
 
 def _judge_generator(d_mod, d_params, d_state, sem, batch, fakes, opts):
-  """D's outputs for G's loss: the real pairs (feature-matching targets) and the fakes."""
-  real = {'real': batch['image']}
-  fake = {'coarse': fakes['coarse_image'], 'final': fakes['image']}
+  """D's outputs for G's loss in ONE call on the real pairs (feature-matching targets) and the
+  fakes concatenated, as SPADE does: spectral norm makes one power iteration and the targets and
+  the fakes are judged with the same sigma."""
+  groups = {'real': batch['image'], 'coarse': fakes['coarse_image'], 'final': fakes['image']}
   if opts.use_edge:
-    real['real_edge'] = batch['edge']
-    fake['fake_edge'] = fakes['edge']
-  judged_real, d_state = judge(d_mod, d_params, d_state, sem, real)
-  judged_fake, d_state = judge(d_mod, d_params, d_state, sem, fake)
-  return {**judged_real, **judged_fake}, d_state
+    groups.update(real_edge=batch['edge'], fake_edge=fakes['edge'])
+  return judge(d_mod, d_params, d_state, sem, groups)
 
 
 def _label_probs(l_mod, l_params, l_state) -> Callable:
@@ -191,12 +190,18 @@ def _label_generator_update(opts, l_mod, optimizer, state, batch, key, metrics, 
   return l_params, l_state, l_opt
 
 
-def _update_bank(opts, bank, key, embeddings, label, axis_name):
-  """Enqueues this step's stride-1 embeddings (gathered first with contrastive_gather='maps')."""
-  emb = jax.lax.stop_gradient(embeddings['s1'])
+def _update_banks(opts, banks, key, embeddings, label, axis_name):
+  """Enqueues this step's stride-s embeddings into banks['s<s>'] for every contrastive stride
+  (labels nearest-downsampled; gathered first with contrastive_gather='maps')."""
   if opts.contrastive_gather == 'maps':
-    emb = losses.gather_across_devices(emb, axis_name)
+    embeddings = {k: losses.gather_across_devices(v, axis_name) for k, v in embeddings.items()}
     label, axis_name = losses.gather_across_devices(label, axis_name), None
-  return losses.update_memory_bank(bank, key, emb, label,
-                                   pixels_per_class=opts.bank_pixels_per_class,
-                                   ignore_label=opts.ignore_label, axis_name=axis_name)
+  new = {}
+  for s in opts.strides:
+    emb = jax.lax.stop_gradient(embeddings[f's{s}'])
+    new[f's{s}'] = losses.update_memory_bank(
+        banks[f's{s}'], jax.random.fold_in(key, s), emb,
+        losses.downsample_labels(label, emb.shape[1:3]),
+        pixels_per_class=opts.bank_pixels_per_class, ignore_label=opts.ignore_label,
+        axis_name=axis_name)
+  return new

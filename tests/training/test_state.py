@@ -80,7 +80,9 @@ def test_train_state_holds_every_trained_part_for_the_full_model():
   assert 'batch_stats' in s.g_state['generator'] and 'batch_stats' in s.d_state
   assert s.l_params and jax.tree.structure(s.ema_params) == jax.tree.structure(s.g_params)
   nc = configuration.num_classes(config)
-  assert s.bank.pixel_queue.shape == (nc, config.loss.bank_size, config.model.proj_dim)
+  assert set(s.bank) == {f's{k}' for k in config.model.contrastive_strides}  # one bank per scale
+  for bank in s.bank.values():
+    assert bank.pixel_queue.shape == (nc, config.loss.bank_size, config.model.proj_dim)
   assert jax.tree.structure(s.g_opt) != jax.tree.structure(())
 
 

@@ -150,7 +150,7 @@ def validate_config(config: Any) -> Any:
     raise ConfigError(f'config.train.keep_every={t.keep_every} must be >= 0 (0: no milestones)')
   _choice(config, 'dataset.on_bad_example', d.on_bad_example, ON_BAD_EXAMPLE)
   _choice(config, 'dataset.check_labels', d.get('check_labels', 'sample'), LABEL_CHECKS)
-  for field in ('vgg_checkpoint', 'label_generator_checkpoint'):
+  for field in ('vgg_checkpoint', 'label_generator_checkpoint', 'init_from'):
     path = m.get(field)
     if path and not os.path.exists(os.path.expanduser(path)):
       raise ConfigError(f'config.model.{field}={path} does not exist: convert the weights with '

@@ -51,7 +51,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Number of examples of the synthetic dataset (split train); the eval split uses a tenth.
   c.dataset.synthetic_size = 512
   # What to do with a broken example: 'error' stops with a message, 'skip' counts and logs it.
+  # The start-up check finds most bad examples before anything compiles: it looks at every file's
+  # partner, header (size, mode) and end (truncation), and decodes label maps to check their ids:
+  # 'sample' (check_labels_sample maps spread over the split), 'all' or 'none'.
   c.dataset.on_bad_example = 'error'
+  c.dataset.check_labels = 'sample'
+  c.dataset.check_labels_sample = 200
   # Label count of a plain `folder` dataset must be given by the user (label_nc above).
   c.dataset.shuffle_seed = 0
 
@@ -180,7 +185,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.log_every = 50
   c.train.sample_every = 1000
   c.train.checkpoint_every = 1000
+  # Checkpoints kept: the last keep_checkpoints, plus every step divisible by keep_every (0: none)
+  # as milestones that rotation never removes (a SIGTERM save cannot push the last one out).
   c.train.keep_checkpoints = 3
+  c.train.keep_every = 10_000
   c.train.async_checkpointing = True
   # Stop on a NaN/inf loss (keeping the last good checkpoint).
   c.train.halt_on_nonfinite = True
@@ -228,6 +236,7 @@ def make_tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.train.log_every = 1
   c.train.sample_every = 2
   c.train.checkpoint_every = 2
+  c.train.keep_every = 2
   c.optim.ema_decay = 0.9
   c.model.tiny = True
   return c

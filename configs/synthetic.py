@@ -38,5 +38,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.log_every = 25
   c.train.sample_every = 100
   c.train.checkpoint_every = 100
+  c.train.keep_every = 100
   c.optim.ema_decay = 0.99
   return default.apply_args(c, arg)

@@ -5,6 +5,7 @@ one definition of "number of classes" or "latent size".
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Mapping
 
 # name -> (label_nc, contain_dontcare_label) as shipped by each dataset.
@@ -25,6 +26,8 @@ MULTIMODAL = ('none', 'vae', 'noise3d')
 NORMS = ('batch', 'instance')
 SPECTRAL = ('reference', 'all', 'none')
 PARALLELISM = ('pmap', 'shard_map')
+ON_BAD_EXAMPLE = ('error', 'skip')
+LABEL_CHECKS = ('sample', 'all', 'none')  # label maps decoded by the data start-up check
 SEGFORMER_VARIANTS = ('b0', 'b1', 'b2', 'b3', 'b4', 'b5')
 
 
@@ -143,6 +146,15 @@ def validate_config(config: Any) -> Any:
   for name in ('batch_size', 'num_steps', 'log_every', 'checkpoint_every', 'keep_checkpoints'):
     if int(t[name]) < 1:
       raise ConfigError(f'config.train.{name}={t[name]} must be >= 1')
+  if int(t.get('keep_every', 0)) < 0:
+    raise ConfigError(f'config.train.keep_every={t.keep_every} must be >= 0 (0: no milestones)')
+  _choice(config, 'dataset.on_bad_example', d.on_bad_example, ON_BAD_EXAMPLE)
+  _choice(config, 'dataset.check_labels', d.get('check_labels', 'sample'), LABEL_CHECKS)
+  for field in ('vgg_checkpoint', 'label_generator_checkpoint', 'init_from'):
+    path = m.get(field)
+    if path and not os.path.exists(os.path.expanduser(path)):
+      raise ConfigError(f'config.model.{field}={path} does not exist: convert the weights with '
+                        'ecgan-convert-weights (docs/pretrained.md) or leave the field unset')
   _validate_model(config)
   return config
 

@@ -1,46 +1,10 @@
-"""Trains ECGAN/ECGAN++ on every local device (and every host, if started as several processes).
-
-  python launch/train.py --config=configs/synthetic.py                  # CPU demo, built-in data
-  python launch/train.py --config=configs/ade20k.py --workdir=runs/ade20k \
-      --config.dataset.root=/data/ADEChallengeData2016 --config.train.batch_size=32
-  python launch/train.py --config=configs/cityscapes.py:B5 ...           # ablation preset B5
-
-Re-running with the same --workdir resumes from its latest checkpoint. Multi-host: pass
---coordinator_address/--num_processes/--process_id (or the ECGAN_* environment variables, or
---distributed=auto on a cluster JAX detects by itself); see docs/training.md.
-"""
+"""`python launch/train.py ...` = `ecgan-train` (flags: ecgan_jax/cli/train.py); also runs from a
+clone without `pip install` (the repo root goes on sys.path)."""
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Config file, optionally with :ARGS (ablation preset B1..B8 and/or tiny).',
-    lock_config=True)
-_WORKDIR = flags.DEFINE_string(
-    'workdir', None, 'Run folder (checkpoints, TensorBoard, samples); default runs/<dataset>.')
-_COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'Multi-host: host:port of process 0.')
-_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Multi-host: number of processes.')
-_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'Multi-host: index of this process.')
-_DISTRIBUTED = flags.DEFINE_enum(
-    'distributed', None, ['auto'], "'auto': let JAX detect the cluster (TPU pod, SLURM, MPI).")
-
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  from ecgan_jax.training import distributed  # pylint: disable=import-outside-toplevel
-  distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
-                         _DISTRIBUTED.value)
-  from ecgan_jax.training import trainer  # pylint: disable=import-outside-toplevel
-  config = _CONFIG.value
-  workdir = _WORKDIR.value or os.path.join('runs', config.dataset.name)
-  trainer.train(config, workdir)
-
+from ecgan_jax.cli import train  # noqa: E402
 
 if __name__ == '__main__':
-  flags.mark_flag_as_required('config')
-  app.run(main)
+  train.run()

@@ -1,1 +1,2 @@
-"""Command-line entry points: each module has `main()` (console scripts ecgan-*, launch/*.py)."""
+"""Command-line entry points: the main() of each command (console scripts ecgan-train, ...,
+and the two-line wrappers in launch/)."""

@@ -68,8 +68,9 @@ class LoadExample:
   """
 
   def __init__(self, source: Any, prepare: transforms.Prepare | None, on_bad: str,
-               shard_size: int):
+               shard_size: int, bad_examples_file: str | None = None):
     self.source, self.prepare, self.on_bad, self.shard_size = source, prepare, on_bad, shard_size
+    self.bad_examples_file = bad_examples_file
     self.num_skipped = 0
     self._bad: set[int] = set()
 
@@ -77,9 +78,13 @@ class LoadExample:
     return f'LoadExample({self.source!r}, {self.prepare!r}, on_bad={self.on_bad!r})'
 
   def _skip(self, index: int, reason: Any) -> None:
+    """Counts every skip; logs (and appends to bad_examples_file) each bad index once."""
     self.num_skipped += 1
-    self._bad.add(index)
-    log.warning('Skipped bad example %d (%d skipped so far): %s', index, self.num_skipped, reason)
+    if index not in self._bad:
+      self._bad.add(index)
+      log.warning('Skipped bad example %d: %s', index, reason)
+      if self.bad_examples_file:
+        write_bad_examples(self.bad_examples_file, [str(reason)], append=True)
     if len(self._bad) >= self.shard_size:
       raise RuntimeError(f'every example of this shard ({self.shard_size}) is bad; last: {reason}')
 
@@ -96,14 +101,52 @@ class LoadExample:
       return self.prepare(ex) if self.prepare is not None else ex
     except transforms.BadExampleError as e:
       if self.on_bad != 'skip':
-        raise
+        raise transforms.BadExampleError(f'{e}. {sources_lib.SKIP_HINT}') from None
       self._skip(index, e)
       return None
 
 
-def _source_and_prepare(config: Any, split: str, geom: transforms.Geometry):
-  """The split's source (raw or prepared) and the deterministic stage to run on it (None when the
-  source is prepared)."""
+def write_bad_examples(path: str, lines: list[str], append: bool = False) -> None:
+  """Writes (or appends) one 'file: what is wrong' line per bad example to `path`."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, 'a' if append else 'w') as f:
+    f.writelines(line.replace('\n', ' ') + '\n' for line in lines)
+
+
+def checked_source(source: Any, config: Any, split: str,
+                   bad_examples_file: str | None = None) -> Any:
+  """Runs the start-up check of a file source (`PairedFileSource.check`: seconds, nothing is
+  compiled yet). With on_bad_example='error' the first defect raises BadExampleError naming the
+  file; with 'skip' each bad example is logged once and left out. Either way the defects (and the
+  files left out unmatched) are written to `bad_examples_file`."""
+  if not isinstance(source, sources_lib.PairedFileSource):
+    return source
+  d = config.dataset
+  bad = source.check(d.get('check_labels', 'sample'), int(d.get('check_labels_sample', 200)))
+  lines = source.left_out + [message for _, message in bad]
+  if bad_examples_file and lines:
+    write_bad_examples(bad_examples_file, lines)
+  if not bad:
+    return source
+  if d.on_bad_example != 'skip':
+    listed = f'; all {len(bad)} are listed in {bad_examples_file}' if bad_examples_file else ''
+    raise transforms.BadExampleError(
+        f'{bad[0][1]}. Found by the start-up check of the {split} split '
+        f'({len(bad)} bad example(s){listed}). {sources_lib.SKIP_HINT}')
+  if len(bad) == len(source):
+    raise transforms.BadExampleError(
+        f'every example of the {split} split ({len(source)}) is bad; first: {bad[0][1]}')
+  for _, message in bad:
+    log.warning('Leaving out bad example: %s', message)
+  log.warning('%s split: left out %d bad example(s) of %d%s', split, len(bad), len(source),
+              f' (listed in {bad_examples_file})' if bad_examples_file else '')
+  return source.without(i for i, _ in bad)
+
+
+def _source_and_prepare(config: Any, split: str, geom: transforms.Geometry,
+                        bad_examples_file: str | None = None):
+  """The split's source (raw and start-up checked, or prepared) and the deterministic stage to run
+  on it (None when the source is prepared)."""
   d = config.dataset
   use_instance = not d.no_instance
   size = geom.load or geom.crop
@@ -113,7 +156,8 @@ def _source_and_prepare(config: Any, split: str, geom: transforms.Geometry):
                                 prepared_lib.describe_preparation(config, size, use_instance),
                                 d.prepared_dir, split)
     return source, None
-  source = sources_lib.make_source(config, split, *size)
+  source = checked_source(sources_lib.make_source(config, split, *size), config, split,
+                          bad_examples_file)
   cache = None
   if d.edge_cache_dir:
     cache_dir = os.path.expanduser(d.edge_cache_dir)
@@ -142,19 +186,21 @@ def _prefetch(ds: grain.IterDataset, num_workers: int) -> grain.IterDataset:
 
 
 def build_train_dataset(config: Any, num_local_devices: int, process_index: int | None = None,
-                        process_count: int | None = None) -> grain.IterDataset:
-  """The training pipeline as a grain IterDataset of device-split host batches (infinite)."""
+                        process_count: int | None = None,
+                        bad_examples_file: str | None = None) -> grain.IterDataset:
+  """The training pipeline as a grain IterDataset of device-split host batches (infinite).
+  Bad examples found at start-up or while reading are listed in `bad_examples_file` (if given)."""
   d = config.dataset
   pi, pc = _process_index_and_count(process_index, process_count)
   host_batch = _host_batch(int(config.train.batch_size), pc, num_local_devices)
   geom = transforms.geometry(config, train=True)
-  source, prepare = _source_and_prepare(config, 'train', geom)
+  source, prepare = _source_and_prepare(config, 'train', geom, bad_examples_file)
   indices = grain.MapDataset.range(len(source))[pi::pc]
   if len(indices) == 0:
     raise ValueError(f'process {pi} of {pc} gets no examples: the train split has {len(source)}')
   seed = int(d.shuffle_seed)
   ds = indices.shuffle(seed=seed).repeat()
-  ds = ds.map(LoadExample(source, prepare, d.on_bad_example, len(indices)))
+  ds = ds.map(LoadExample(source, prepare, d.on_bad_example, len(indices), bad_examples_file))
   ds = ds.random_map(transforms.RandomCropFlip(geom), seed=(seed * 7919 + 1 + pi) % 2**32)
   ds = ds.map(transforms.Finalize())
   ds = ds.to_iter_dataset(_read_options(host_batch))
@@ -164,10 +210,12 @@ def build_train_dataset(config: Any, num_local_devices: int, process_index: int 
 
 
 def make_train_iterator(config: Any, num_local_devices: int, process_index: int | None = None,
-                        process_count: int | None = None) -> grain.DatasetIterator:
+                        process_count: int | None = None,
+                        bad_examples_file: str | None = None) -> grain.DatasetIterator:
   """Infinite iterator of training batches (see module docstring); `get_state`/`set_state` and
   grain's Orbax handler resume it on the exact next batch."""
-  return iter(build_train_dataset(config, num_local_devices, process_index, process_count))
+  return iter(build_train_dataset(config, num_local_devices, process_index, process_count,
+                                  bad_examples_file))
 
 
 class EvalLoad:

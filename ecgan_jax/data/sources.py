@@ -22,6 +22,7 @@ from typing import Any, Iterable
 import numpy as np
 from PIL import Image
 
+from ecgan_jax.configuration import LABEL_CHECKS, ConfigError
 from ecgan_jax.data.transforms import BadExampleError
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,11 @@ log = logging.getLogger(__name__)
 IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
 LABEL_EXTS = ('.png', '.bmp', '.tif', '.tiff')
 DONTCARE_RAW = 255
+SKIP_HINT = ('Fix or remove the file, or pass --config.dataset.on_bad_example=skip to leave bad '
+             'examples out')
+# Label modes read_id_map accepts without decoding; colour modes are decoded to check the channels.
+_ID_MODES = ('L', 'P', 'I', 'I;16', 'I;16B', 'I;16L', '1')
+_TAIL_MARKERS = {'.png': b'IEND', '.jpg': b'\xff\xd9', '.jpeg': b'\xff\xd9'}
 SPLITS = {
     'ade20k': {'train': 'training', 'val': 'validation'},
     'cityscapes': {'train': 'train', 'val': 'val'},
@@ -78,6 +84,25 @@ def read_id_map(path: str, what: str = 'label map') -> np.ndarray:
   if ids.ndim != 2:
     raise BadExampleError(f'{path}: {what} has shape {ids.shape}, expected [H, W]')
   return ids.astype(np.int32) if ids.dtype == bool else ids
+
+
+def _header(path: str, what: str) -> tuple[tuple[int, int], str]:
+  """((height, width), PIL mode) from the file's header; BadExampleError naming the file if the
+  header does not open or a PNG/JPEG file lacks its end marker (truncated)."""
+  try:
+    with Image.open(path) as im:
+      size, mode = (im.height, im.width), im.mode
+    marker = _TAIL_MARKERS.get(os.path.splitext(path)[1].lower())
+    if marker is not None:
+      with open(path, 'rb') as f:
+        f.seek(max(0, os.path.getsize(path) - 64))
+        if marker not in f.read():
+          raise BadExampleError(f'{path}: truncated {what} (the file ends before its end marker)')
+  except BadExampleError:
+    raise
+  except (OSError, ValueError, SyntaxError) as e:
+    raise BadExampleError(f'{path}: corrupt or truncated {what} ({e})') from None
+  return size, mode
 
 
 class LabelMapping:
@@ -173,16 +198,24 @@ def pair_by_key(primary: dict[str, str], partners: dict[str, dict[str, str]], on
     for key in sorted(set(files) - set(primary)):
       path = files[key] if isinstance(files[key], str) else files[key][0][1]
       problems.append(f'{path}: {field} file has no image partner (key {key!r})')
-  if problems:
-    text = f'{len(problems)} unmatched file(s):\n  ' + '\n  '.join(problems[:20]) + (
-        '\n  ...' if len(problems) > 20 else '')
-    if on_bad != 'skip':
-      raise BadExampleError(text)
-    log.warning('Leaving out %s', text)
+  if problems and on_bad != 'skip':
+    more = f' (and {len(problems) - 1} more unmatched files)' if len(problems) > 1 else ''
+    raise BadExampleError(f'{problems[0]}{more}. {SKIP_HINT}')
+  for p in problems:
+    log.warning('Leaving out %s', p)
   keys = sorted(k for k in primary
                 if all(k in files for f, files in partners.items() if f not in optional))
-  return [dict({'key': k, 'image': primary[k]},
-               **{f: files[k] for f, files in partners.items() if k in files}) for k in keys]
+  return Records([dict({'key': k, 'image': primary[k]},
+                       **{f: files[k] for f, files in partners.items() if k in files})
+                  for k in keys], left_out=problems)
+
+
+class Records(list):
+  """Paired records (a list) that remember the files left out unmatched (`left_out`)."""
+
+  def __init__(self, records: Iterable[dict], left_out: Iterable[str] = ()):
+    super().__init__(records)
+    self.left_out = list(left_out)
 
 
 # ------------------------------------------------------------------------------------ sources
@@ -200,6 +233,7 @@ class PairedFileSource:
     self.name, self.split, self.root = name, split, root
     self.records, self.mapping = records, mapping
     self.use_instance, self.same_size = use_instance, same_size
+    self.left_out = list(getattr(records, 'left_out', []))
     self.has_instances = all('instance' in r for r in records)
     if use_instance and not self.has_instances:
       missing = next(r for r in records if 'instance' not in r)
@@ -215,6 +249,68 @@ class PairedFileSource:
 
   def describe(self, index: int) -> str:
     return self.records[index]['image']
+
+  def without(self, indices: Iterable[int]) -> 'PairedFileSource':
+    """The same source without the records at `indices` (e.g. bad examples in skip mode)."""
+    drop = set(int(i) for i in indices)
+    return PairedFileSource(
+        self.name, self.split, self.root,
+        Records([r for i, r in enumerate(self.records) if i not in drop], self.left_out),
+        self.mapping, self.use_instance, self.same_size)
+
+  def check(self, labels: str = 'sample', sample: int = 200) -> list[tuple[int, str]]:
+    """Start-up check without decoding images: every file's header opens (size, mode), PNG/JPEG
+    files end with their end marker (not truncated), label/instance sizes fit the image, label maps
+    are single-channel; label maps are decoded and their ids checked on `sample` records spread
+    over the split ('sample'), on all ('all') or on none ('none').
+
+    Returns [(record index, 'path: what is wrong')] for the bad records, in index order.
+    """
+    if labels not in LABEL_CHECKS:
+      raise ValueError(f'config.dataset.check_labels={labels!r} is not one of {list(LABEL_CHECKS)}')
+    n = len(self.records)
+    decode = set()
+    if labels == 'all':
+      decode = set(range(n))
+    elif labels == 'sample' and sample > 0:
+      decode = set(np.linspace(0, n - 1, min(n, int(sample))).round().astype(int).tolist())
+    bad = []
+    for i, rec in enumerate(self.records):
+      try:
+        self._check_record(rec, i in decode)
+      except BadExampleError as e:
+        bad.append((i, str(e)))
+    return bad
+
+  def _check_record(self, rec: dict, decode_label: bool) -> None:
+    image_hw, _ = _header(rec['image'], 'image')
+    if 'parts' in rec:
+      sizes = {_header(path, 'part mask')[0] for _, path in rec['parts']}
+      if len(sizes) > 1:
+        raise BadExampleError(f'{rec["parts"][0][1]}: the part masks of {rec["key"]} differ in '
+                              f'size ({sorted(sizes)})')
+      label_hw, label_path = sizes.pop(), rec['parts'][0][1]
+    else:
+      label_path = rec['label']
+      label_hw, mode = _header(label_path, 'label map')
+      if mode not in _ID_MODES:
+        read_id_map(label_path)  # colour modes: raises unless the channels are equal
+    if self.same_size and label_hw != image_hw:
+      raise BadExampleError(
+          f'{label_path}: label map is {label_hw[0]}x{label_hw[1]} (HxW) but its image '
+          f'{rec["image"]} is {image_hw[0]}x{image_hw[1]}')
+    if not self.same_size and label_hw[0] * image_hw[1] != label_hw[1] * image_hw[0]:
+      raise BadExampleError(
+          f'{label_path}: label map is {label_hw[0]}x{label_hw[1]} (HxW), not the aspect '
+          f'ratio of its image {rec["image"]} ({image_hw[0]}x{image_hw[1]})')
+    if self.use_instance:
+      inst_hw, _ = _header(rec['instance'], 'instance map')
+      if inst_hw != label_hw:
+        raise BadExampleError(
+            f'{rec["instance"]}: instance map is {inst_hw[0]}x{inst_hw[1]} (HxW) but the '
+            f'label map {label_path} is {label_hw[0]}x{label_hw[1]}')
+    if decode_label:
+      self._label(rec)
 
   def _label(self, rec: dict) -> np.ndarray:
     if 'parts' not in rec:
@@ -383,7 +479,8 @@ def make_source(config: Any, split: str, height: int | None = None,
     return synthetic.SyntheticScenes(height, width, size=size, seed=0, split=split,
                                      with_instances=use_instance)
   if not d.root:
-    raise ValueError(f'config.dataset.root is not set: where is the {d.name} dataset?')
+    raise ConfigError(f'config.dataset.root is not set: where is the {d.name} dataset? Pass '
+                      '--config.dataset.root=/path/to/it')
   root = os.path.expanduser(d.root)
   if not os.path.isdir(root):
     raise FileNotFoundError(f'config.dataset.root={root} is not a folder')

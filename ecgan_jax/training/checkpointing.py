@@ -47,7 +47,9 @@ def abstract_like(tree: Any) -> Any:
 
 
 class Checkpointer:
-  """Orbax CheckpointManager for (state, data iterator, config) with async saves and keep-last-K.
+  """Orbax CheckpointManager for (state, data iterator, config) with async saves, keeping the last
+  `max_to_keep` checkpoints plus every milestone (steps divisible by `keep_every`; 0: none), so
+  off-schedule saves (SIGTERM) never rotate a milestone away.
 
   Usage:
     with Checkpointer(workdir / 'checkpoints', max_to_keep=3) as ckpt:
@@ -57,12 +59,12 @@ class Checkpointer:
       ckpt.save(step, state, data_iterator=it, config=config)
   """
 
-  def __init__(self, directory: str | epath.Path, *, max_to_keep: int = 3,
+  def __init__(self, directory: str | epath.Path, *, max_to_keep: int = 3, keep_every: int = 0,
                async_checkpointing: bool = True):
     self.directory = epath.Path(directory)
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep, enable_async_checkpointing=async_checkpointing, create=True,
-        cleanup_tmp_directories=True)
+        max_to_keep=max_to_keep, keep_period=int(keep_every) or None,
+        enable_async_checkpointing=async_checkpointing, create=True, cleanup_tmp_directories=True)
     self._manager = ocp.CheckpointManager(
         self.directory, options=options, item_names=(STATE, DATA, CONFIG))
 
@@ -90,7 +92,7 @@ class Checkpointer:
                                         if hasattr(config, 'to_json_best_effort') else config)
     saved = self._manager.save(int(step), args=ocp.args.Composite(**items), force=force)
     if saved:
-      log.info('Checkpoint save started for step %d in %s', step, self.directory)
+      log.info('step %d: checkpoint saving to %s', step, self.directory / str(int(step)))
     return saved
 
   def restore(self, abstract_state: Any, *, step: int | None = None,

@@ -2,10 +2,12 @@
 
 `train(config, workdir)` trains on every local device (and every process of a multi-host run),
 resumes automatically from `workdir/checkpoints`, saves every config.train.checkpoint_every steps
-(async, keeping the last config.train.keep_checkpoints), saves and returns on SIGTERM/SIGINT, stops
-with FloatingPointError naming the step and the loss term on a NaN/inf loss (the last good checkpoint
-stays the newest), and writes:
-  workdir/train.log            the log (process 0)
+(async, keeping the last config.train.keep_checkpoints and every multiple of config.train.keep_every),
+saves and returns on SIGTERM/SIGINT, stops with FloatingPointError naming the step and the loss term
+on a NaN/inf loss (the last good checkpoint stays the newest), and writes:
+  workdir/train.log            the log (process 0): one line per log interval with every loss term,
+                               warnings, the error that stopped the run
+  workdir/bad_examples.txt     bad examples found by the data check or while reading (if any)
   workdir/tensorboard/         scalars (losses, gradient/parameter norms, learning rates, it/s) and
                                sample grids (tensorboardX)
   workdir/samples/step_N.png   colourised label | real edge | I'_e | I' | I'' | real (EMA generator)
@@ -39,7 +41,7 @@ def _setup_file_logging(workdir: str) -> logging.Handler | None:
   handler = logging.FileHandler(os.path.join(workdir, 'train.log'))
   handler.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(name)s: %(message)s'))
   # Orbax logs every save step at INFO through absl; keep only its warnings in train.log.
-  handler.addFilter(lambda r: r.name != 'absl' or r.levelno >= logging.WARNING)
+  handler.addFilter(lambda r: r.name.startswith('ecgan_jax') or r.levelno >= logging.WARNING)
   root = logging.getLogger()
   root.addHandler(handler)
   if root.level > logging.INFO or root.level == logging.NOTSET:
@@ -110,21 +112,26 @@ def train(config: Any, workdir: str, *, train_iterator: Iterator | None = None,
   configured pipeline (it is checkpointed the same way). `on_step(step)` is called after every
   step's bookkeeping (checkpoint included).
   """
+  run = setup_lib.build(config, jax.device_count())  # validates: nothing written before
+  is_main = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
   file_handler = _setup_file_logging(workdir)
-  run = setup_lib.build(config, jax.device_count())
-  is_main = jax.process_index() == 0
-  runner = run.runner()
-  if train_iterator is None:
-    train_iterator = pipeline.make_train_iterator(config, runner.num_local_devices)
-
-  ckpt = checkpointing.Checkpointer(
-      os.path.join(os.path.abspath(workdir), 'checkpoints'),
-      max_to_keep=int(config.train.keep_checkpoints),
-      async_checkpointing=bool(config.train.async_checkpointing))
-  writer = logging_utils.MetricWriter(os.path.join(workdir, 'tensorboard'), enabled=is_main)
-  progress = None
+  ckpt = writer = progress = None
   try:
+    runner = run.runner()
+    # Data first: the sources' start-up check runs before anything compiles.
+    sample_every = int(config.train.sample_every)  # 0 disables sample grids
+    if train_iterator is None:
+      bad_file = os.path.join(workdir, 'bad_examples.txt') if is_main else None
+      train_iterator = pipeline.make_train_iterator(config, runner.num_local_devices,
+                                                    bad_examples_file=bad_file)
+    sampler = Sampler(config, run.init_models) if is_main and sample_every > 0 else None
+    ckpt = checkpointing.Checkpointer(
+        os.path.join(os.path.abspath(workdir), 'checkpoints'),
+        max_to_keep=int(config.train.keep_checkpoints),
+        keep_every=int(config.train.get('keep_every', 0)),
+        async_checkpointing=bool(config.train.async_checkpointing))
+    writer = logging_utils.MetricWriter(os.path.join(workdir, 'tensorboard'), enabled=is_main)
     latest = ckpt.latest_step()
     if latest is not None:
       host_state = ckpt.restore(run.abstract_state(), data_iterator=train_iterator)
@@ -137,8 +144,6 @@ def train(config: Any, workdir: str, *, train_iterator: Iterator | None = None,
     step = int(host_state.step)
     state = runner.put_replicated(host_state)
     del host_state
-    sample_every = int(config.train.sample_every)  # 0 disables sample grids
-    sampler = Sampler(config, run.init_models) if is_main and sample_every > 0 else None
 
     def write_samples(state, step):
       if sampler is None:
@@ -151,8 +156,8 @@ def train(config: Any, workdir: str, *, train_iterator: Iterator | None = None,
       logging_utils.save_png(os.path.join(workdir, 'samples', f'step_{step:07d}.png'), grid)
       writer.image(step, 'samples/label|edge|fake_edge|coarse|final|real', grid)
       writer.scalars(step, l1)
-      log.info('step %d: samples written; L1(I\'\', real) EMA %.4f, raw %.4f', step,
-               l1['eval/l1_final'], l1['eval/l1_final_raw'])
+      log.info('step %d: samples written to %s; L1(I\'\', real) EMA %.4f, raw %.4f', step,
+               os.path.join(workdir, 'samples'), l1['eval/l1_final'], l1['eval/l1_final_raw'])
 
     if step == 0:
       write_samples(state, 0)
@@ -199,6 +204,7 @@ def train(config: Any, workdir: str, *, train_iterator: Iterator | None = None,
           scalars = dict(done[1])
           scalars['train/steps_per_sec'] = steps_since_log / max(elapsed, 1e-9)
           writer.scalars(step, scalars)
+          log.info('%s', logging_utils.metrics_line(step, num_steps, done[1]))
           t_log, steps_since_log = time.time(), 0
         if sample_every > 0 and (step % sample_every == 0 or step == num_steps):
           write_samples(state, step)
@@ -214,11 +220,18 @@ def train(config: Any, workdir: str, *, train_iterator: Iterator | None = None,
         check(pending)
     writer.flush()
     return last_metrics
+  except BaseException as e:
+    # The command prints the error itself; train.log keeps it with its traceback.
+    log.error('Training stopped: %s: %s', type(e).__name__, e, exc_info=True,
+              extra={'file_only': True})
+    raise
   finally:
     if progress is not None:
       progress.close()
-    ckpt.close()  # waits for pending saves on every exit
-    writer.close()
+    if ckpt is not None:
+      ckpt.close()  # waits for pending saves on every exit
+    if writer is not None:
+      writer.close()
     if hasattr(train_iterator, 'close'):
       train_iterator.close()
     if file_handler is not None:

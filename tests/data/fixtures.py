@@ -96,3 +96,40 @@ def folder(root: str, n: int = 4, values=(0, 1, 2, 3), split: str | None = None,
     save(f'{root}/images{sub}/{key}.png', noise_image(i, h, w))
     save(f'{root}/labels{sub}/{key}.png', raws[key])
   return raws
+
+
+# Defects a user's folder dataset may hold: case -> what the error must name.
+BAD_CASES = ('truncated_image', 'garbage_image', 'label_out_of_range', 'rgb_label',
+             'size_mismatch', 'missing_label', 'truncated_label')
+
+
+def folder_with_defect(root: str, case: str, n: int = 6) -> str:
+  """A `folder` dataset (label_nc=4) of n examples where exactly one example has defect `case`;
+  returns the path of the bad file (the one the error must name)."""
+  folder(root, n=n)
+  key = 'scene_6'
+  image, label = f'{root}/images/{key}.png', f'{root}/labels/{key}.png'
+  if case == 'truncated_image':
+    data = open(image, 'rb').read()
+    open(image, 'wb').write(data[:len(data) // 2])
+    return image
+  if case == 'truncated_label':
+    data = open(label, 'rb').read()
+    open(label, 'wb').write(data[:len(data) - 20])
+    return label
+  if case == 'garbage_image':
+    open(image, 'wb').write(b'not an image at all')
+    return image
+  if case == 'label_out_of_range':
+    save(label, block_ids(7, [0, 1, 9]))
+    return label
+  if case == 'rgb_label':
+    save(label, noise_image(5))
+    return label
+  if case == 'size_mismatch':
+    save(label, np.zeros((H, W + 2), np.uint8))
+    return label
+  if case == 'missing_label':
+    os.remove(label)
+    return image
+  raise ValueError(f'unknown case {case!r}')

@@ -72,6 +72,8 @@ def test_sigterm_saves_exits_cleanly_and_resumes_on_other_device_count(tmp_path,
   assert any(e.startswith('events.out.tfevents') for e in events)
   log = open(os.path.join(run, 'train.log')).read()
   assert 'RANDOMLY INITIALISED VGG19' in log and 'TRAINED ONLINE' in log
+  assert re.search(r'step 4/4: .*d/total=[-\d.e+]+ .*g/total=[-\d.e+]+', log)  # loss values
+  assert 'CheckpointManager' not in resumed.stderr  # no Orbax INFO lines on the console
 
 
 def test_nonfinite_loss_stops_naming_step_and_term_keeping_last_good_checkpoint(tmp_path,

@@ -62,7 +62,10 @@ def make_train_step(config: Any, models: state_lib.Models, optimizers: state_lib
   lam = float(lc.lambda_refine)
   gan_mode = lc.gan_mode
   use_edge = bool(m.use_edge)
-  use_sim = bool(lc.use_similarity)
+  # A term whose weight is 0 is not traced at all, so its network leaves the compiled program
+  # (no VGG19 at lambda_vgg = 0; no SegFormer G_l, nor its online training, at lambda_sim = 0).
+  use_vgg = state_lib.uses_vgg(config)
+  use_sim = state_lib.uses_similarity(config)
   use_contrast = bool(lc.use_pixel_contrastive)
   use_ms = bool(lc.use_multiscale)
   use_cs = bool(lc.use_cross_scale)
@@ -199,15 +202,19 @@ def make_train_step(config: Any, models: state_lib.Models, optimizers: state_lib
       gan = t['g/gan_coarse'] + lam * t['g/gan_final']
       fm = (losses.feature_matching_loss(fake_f[0], real_f[0])
             + lam * losses.feature_matching_loss(fake_f[1], real_f[0]))
-      vgg = (losses.perceptual_loss(vgg_fn(frozen), f['coarse_image'], image)
-             + lam * losses.perceptual_loss(vgg_fn(frozen), f['image'], image))
       if use_edge:
         t['g/gan_edge'] = losses.gan_loss(fake_f[2], True, for_discriminator=False, mode=gan_mode)
         gan += t['g/gan_edge']
         fm += losses.feature_matching_loss(fake_f[2], real_f[1])
-        vgg += losses.perceptual_loss(vgg_fn(frozen), f['edge'], real_edge)
-      t.update({'g/gan': gan, 'g/feat': fm, 'g/vgg': vgg})
-      total = lc.lambda_gan * gan + lc.lambda_feat * fm + lc.lambda_vgg * vgg
+      t.update({'g/gan': gan, 'g/feat': fm})
+      total = lc.lambda_gan * gan + lc.lambda_feat * fm
+      if use_vgg:
+        vgg = (losses.perceptual_loss(vgg_fn(frozen), f['coarse_image'], image)
+               + lam * losses.perceptual_loss(vgg_fn(frozen), f['image'], image))
+        if use_edge:
+          vgg += losses.perceptual_loss(vgg_fn(frozen), f['edge'], real_edge)
+        t['g/vgg'] = vgg
+        total += lc.lambda_vgg * vgg
       if use_sim:
         lp = jax.lax.stop_gradient(l_params)
         k1, k2 = jax.random.split(k_sim)

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from ecgan_jax import configuration
+from ecgan_jax import _runtime, configuration
 from ecgan_jax.models import check_model_config
 from ecgan_jax.models import semantics as semantics_lib
 from ecgan_jax.training import checkpointing, logging_utils, parallel
@@ -70,7 +70,9 @@ def _setup_file_logging(workdir: str) -> logging.Handler | None:
 
 def load_frozen(config: Any, models: state_lib.Models) -> dict:
   """Frozen networks: {'vgg': VGG19 params} from config.model.vgg_checkpoint, else random init
-  (seeded, so a resumed run gets the same weights), logged as such."""
+  (seeded, so a resumed run gets the same weights), logged as such; {} at loss.lambda_vgg = 0."""
+  if not state_lib.uses_vgg(config):
+    return {}  # loss.lambda_vgg = 0: the step has no VGG19
   path = config.model.get('vgg_checkpoint')
   if path:
     from ecgan_jax.convert import load_vgg19_params  # pylint: disable=import-outside-toplevel
@@ -80,7 +82,8 @@ def load_frozen(config: Any, models: state_lib.Models) -> dict:
               'RANDOMLY INITIALISED VGG19 (fixed seed). Fine for tests and the demo, not for '
               'reproducing the paper.')
   rng = jax.random.fold_in(jax.random.PRNGKey(int(config.train.seed)), 0x76676731)
-  params = jax.jit(lambda k: models.vgg.init(k, jnp.zeros((1, 32, 32, 3)))['params'])(rng)
+  params = _runtime.jit_run_once(
+      lambda k: models.vgg.init(k, jnp.zeros((1, 32, 32, 3)))['params'])(rng)
   return {'vgg': params}
 
 
@@ -90,7 +93,7 @@ def initial_state(config: Any, init_models: state_lib.Models,
   rng = jax.random.PRNGKey(int(config.train.seed))
   create = functools.partial(state_lib.create_train_state, config, models=init_models,
                              optimizers=optimizers)
-  state = checkpointing.to_host(jax.jit(create)(rng))
+  state = checkpointing.to_host(_runtime.jit_run_once(create)(rng))
   path = config.model.get('label_generator_checkpoint')
   if path and config.loss.use_similarity:
     from ecgan_jax.convert import load_segformer_params  # pylint: disable=import-outside-toplevel
@@ -110,7 +113,7 @@ def initial_state(config: Any, init_models: state_lib.Models,
 
 def _log_setup(config: Any, state: state_lib.TrainState, runner: parallel.ParallelStep) -> None:
   if state_lib.label_generator_trained_online(config):
-    if config.loss.use_similarity:
+    if state_lib.uses_similarity(config):
       log.warning('Label generator G_l: NO converted checkpoint (config.model.label_generator_'
                   'checkpoint); SegFormer-%s is randomly initialised and TRAINED ONLINE on real '
                   '(image, label) pairs with cross-entropy. The similarity loss is only as good as '

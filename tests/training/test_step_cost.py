@@ -7,9 +7,8 @@ import jax.numpy as jnp
 import pytest
 
 from ecgan_jax import configuration
-from ecgan_jax.models import vgg as vgg_lib
+from ecgan_jax.training import setup
 from ecgan_jax.training import state as state_lib
-from ecgan_jax.training import step as step_lib
 from tests.training import helpers
 
 
@@ -21,22 +20,17 @@ def _flops(lowered) -> float:
 
 def _step_flops(config) -> float:
   """XLA's flop count of one training step on one device (traced and lowered only)."""
-  init_models = state_lib.build_models(config, None)
-  optimizers = state_lib.make_optimizers(config)
-  body = step_lib.make_train_step(config, init_models, optimizers, axis_name=None)
-  state = jax.eval_shape(functools.partial(
-      state_lib.create_train_state, config, models=init_models, optimizers=optimizers),
-      jax.random.PRNGKey(0))
+  run = setup.build(config, num_devices=1)
   frozen = {}
   if state_lib.uses_vgg(config):
-    frozen = jax.eval_shape(lambda: {'vgg': init_models.vgg.init(
+    frozen = jax.eval_shape(lambda: {'vgg': run.init_models.vgg.init(
         jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))['params']})
   h, w = configuration.image_size(config)
   b = config.train.batch_size
   batch = {'label': jax.ShapeDtypeStruct((b, h, w), jnp.int32),
            'image': jax.ShapeDtypeStruct((b, h, w, 3), jnp.float32),
            'edge': jax.ShapeDtypeStruct((b, h, w, 1), jnp.float32)}
-  return _flops(jax.jit(body).lower(state, batch, frozen))
+  return _flops(jax.jit(run.step_body(axis_name=None)).lower(run.abstract_state(), batch, frozen))
 
 
 def _forward_flops(apply, variables, x) -> float:
@@ -52,7 +46,7 @@ def test_lambda_vgg_zero_removes_vgg19_from_the_step(b5_flops):
   config = helpers.micro_config('tiny,B5')
   config.loss.lambda_vgg = 0.0
   without = _step_flops(config)
-  vgg = state_lib.build_models(config).vgg
+  vgg = setup.build_models(config).vgg
   h, w = configuration.image_size(config)
   images = jax.ShapeDtypeStruct((config.train.batch_size, h, w, 3), jnp.float32)
   params = jax.eval_shape(lambda: vgg.init(jax.random.PRNGKey(0), jnp.zeros((1, h, w, 3))))
@@ -65,7 +59,7 @@ def test_lambda_sim_zero_removes_the_label_generator_from_the_step(b5_flops):
   config = helpers.micro_config('tiny,B5')
   config.loss.lambda_sim = 0.0
   without = _step_flops(config)
-  seg = state_lib.build_models(config).label_generator
+  seg = setup.build_models(config).label_generator
   h, w = configuration.image_size(config)
   images = jax.ShapeDtypeStruct((config.train.batch_size, h, w, 3), jnp.float32)
   variables = jax.eval_shape(lambda: seg.init(jax.random.PRNGKey(0), jnp.zeros((1, h, w, 3))))

@@ -24,7 +24,7 @@ from jax import lax  # noqa: E402
 from configs import ade20k  # noqa: E402
 from ecgan_jax import configuration  # noqa: E402
 from ecgan_jax.models import semantics as semantics_lib  # noqa: E402
-from ecgan_jax.training import state as state_lib  # noqa: E402
+from ecgan_jax.training import setup  # noqa: E402
 
 _SIZE = flags.DEFINE_integer('size', 64, 'Image height = width.')
 _NGF = flags.DEFINE_integer('ngf', 16, 'ngf = ndf.')
@@ -85,7 +85,7 @@ def main(argv):
   b, (h, w) = _BATCH.value, configuration.image_size(config)
   print(f'ADE20K labels ({configuration.num_classes(config)} classes), {h}x{w}, ngf=ndf={_NGF.value},'
         f' batch {b}; load average {os.getloadavg()[0]:.1f}; forward + backward unless noted')
-  models = state_lib.build_models(config, None)
+  models = setup.build_models(config, None)
   key = jax.random.PRNGKey(0)
   label = jax.random.randint(key, (b, h, w), 0, configuration.num_classes(config))
   sem = semantics_lib.one_hot_semantics(label, configuration.num_classes(config))

@@ -33,8 +33,13 @@ def _step_flops(config) -> float:
   return _flops(jax.jit(run.step_body(axis_name=None)).lower(run.abstract_state(), batch, frozen))
 
 
-def _forward_flops(apply, variables, x) -> float:
-  return _flops(jax.jit(apply).lower(variables, x))
+def _forward_flops(config, module, **kwargs) -> float:
+  """Flops of one forward of `module` on the step's batch of images."""
+  h, w = configuration.image_size(config)
+  images = jax.ShapeDtypeStruct((config.train.batch_size, h, w, 3), jnp.float32)
+  variables = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), jnp.zeros((1, h, w, 3)),
+                                                 **kwargs))
+  return _flops(jax.jit(functools.partial(module.apply, **kwargs)).lower(variables, images))
 
 
 @pytest.fixture(scope='module')
@@ -46,11 +51,7 @@ def test_lambda_vgg_zero_removes_vgg19_from_the_step(b5_flops):
   config = helpers.micro_config('tiny,B5')
   config.loss.lambda_vgg = 0.0
   without = _step_flops(config)
-  vgg = setup.build_models(config).vgg
-  h, w = configuration.image_size(config)
-  images = jax.ShapeDtypeStruct((config.train.batch_size, h, w, 3), jnp.float32)
-  params = jax.eval_shape(lambda: vgg.init(jax.random.PRNGKey(0), jnp.zeros((1, h, w, 3))))
-  one = _forward_flops(vgg.apply, params, images)
+  one = _forward_flops(config, setup.build_models(config).vgg)
   # Three image pairs (I', I'', I'_e vs real): >= 6 forwards and 3 backwards of VGG19 go away.
   assert b5_flops - without >= 6 * one, (b5_flops, without, one)
 
@@ -59,10 +60,6 @@ def test_lambda_sim_zero_removes_the_label_generator_from_the_step(b5_flops):
   config = helpers.micro_config('tiny,B5')
   config.loss.lambda_sim = 0.0
   without = _step_flops(config)
-  seg = setup.build_models(config).label_generator
-  h, w = configuration.image_size(config)
-  images = jax.ShapeDtypeStruct((config.train.batch_size, h, w, 3), jnp.float32)
-  variables = jax.eval_shape(lambda: seg.init(jax.random.PRNGKey(0), jnp.zeros((1, h, w, 3))))
-  one = _forward_flops(functools.partial(seg.apply, train=False), variables, images)
+  one = _forward_flops(config, setup.build_models(config).label_generator, train=False)
   # Similarity on I' and I'' (forward + backward) and G_l's online update go away.
   assert b5_flops - without >= 3 * one, (b5_flops, without, one)

@@ -4,22 +4,37 @@
   load_segformer_params(path, variant=None) -> {'params', 'batch_stats'} for
       models.segformer.SegFormer
   save_variables(variables, path) / load_variables(path): flax msgpack I/O
-  convert_file(kind, input_path, output_path, variant=None): one checkpoint -> .msgpack
+  convert_checkpoint(path, config, source) -> ({generator, discriminator, style_encoder}, report):
+      a SPADE / released-ECGAN run's *_net_{G,D,E}.pth for `config` (spade_ecgan.py)
+  apply_init_from(state, path): warm-start a fresh TrainState from a converted SPADE/ECGAN file
+  convert_file(kind, input_path, output_path, variant=None, config=None): one checkpoint -> .msgpack
 """
+from typing import Any
+
 from ecgan_jax.convert.common import ConversionError, load_state_dict, load_variables, save_variables
+from ecgan_jax.convert.spade_ecgan import (ConversionReport, LabelSpace, apply_init_from,
+                                           convert_checkpoint, convert_state_dict,
+                                           converted_summary, save_converted)
 from ecgan_jax.convert.segformer import (check_variant, load_segformer_params,
                                          read_segformer_checkpoint, save_segformer_params,
                                          segformer_from_checkpoint)
 from ecgan_jax.convert.vgg19 import convert_vgg19_state_dict, load_vgg19_params
 
-KINDS = ('vgg19', 'segformer')
+KINDS = ('vgg19', 'segformer', 'spade', 'ecgan')
 
 
-def convert_file(kind: str, input_path: str, output_path: str, variant: str | None = None) -> str:
-  """Converts a local PyTorch/safetensors checkpoint of `kind` ('vgg19' | 'segformer') to flax
-  msgpack at `output_path` (SegFormer also writes its spec to a sidecar .json); returns the path."""
+def convert_file(kind: str, input_path: str, output_path: str, variant: str | None = None,
+                 config: Any = None) -> str:
+  """Converts a local PyTorch/safetensors checkpoint of `kind` (one of KINDS) to flax msgpack at
+  `output_path` (SegFormer writes its spec, SPADE/ECGAN their conversion report to a sidecar
+  .json); returns the path. 'spade' / 'ecgan' need the `config` of the run to warm-start."""
   if not output_path.endswith('.msgpack'):
     raise ValueError(f'--output={output_path!r} must end in .msgpack')
+  if kind in ('spade', 'ecgan'):
+    if config is None:
+      raise ValueError(f'--kind={kind} needs --config (the run the weights are converted for)')
+    variables, report = convert_checkpoint(input_path, config, kind)
+    return save_converted(variables, report, output_path)
   if kind == 'vgg19':
     return save_variables(load_vgg19_params(input_path), output_path)
   if kind == 'segformer':
@@ -30,7 +45,8 @@ def convert_file(kind: str, input_path: str, output_path: str, variant: str | No
   raise ValueError(f'Unknown kind {kind!r}: expected one of {KINDS}')
 
 __all__ = [
-    'ConversionError', 'KINDS', 'convert_file', 'convert_vgg19_state_dict', 'load_segformer_params', 'load_state_dict',
+    'ConversionError', 'ConversionReport', 'KINDS', 'LabelSpace', 'apply_init_from',
+    'convert_checkpoint', 'convert_state_dict', 'converted_summary', 'save_converted', 'convert_file', 'convert_vgg19_state_dict', 'load_segformer_params', 'load_state_dict',
     'load_variables', 'load_vgg19_params', 'read_segformer_checkpoint', 'save_segformer_params',
     'save_variables', 'segformer_from_checkpoint',
 ]

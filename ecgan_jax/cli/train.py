@@ -28,6 +28,10 @@ _WORKDIR = flags.DEFINE_string(
 _COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'Multi-host: host:port of process 0.')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Multi-host: number of processes.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'Multi-host: index of this process.')
+_CACHE = flags.DEFINE_string(
+    'compilation_cache_dir', None, 'Persistent compilation cache folder (default '
+    '$JAX_COMPILATION_CACHE_DIR or ~/.cache/ecgan_jax/jax_cache; "none" turns it off): a second '
+    'launch of the same config loads its compiled step instead of recompiling.')
 _DISTRIBUTED = flags.DEFINE_enum(
     'distributed', None, ['auto'], "'auto': let JAX detect the cluster (TPU pod, SLURM, MPI).")
 flags.mark_flag_as_required('config')
@@ -38,7 +42,9 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   config = _CONFIG.value
   configuration.validate_config(config)  # config errors before JAX or the workdir are touched
+  from ecgan_jax import _runtime  # pylint: disable=import-outside-toplevel
   from ecgan_jax.training import distributed  # pylint: disable=import-outside-toplevel
+  _runtime.enable_compilation_cache(_CACHE.value)
   distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                          _DISTRIBUTED.value)
   from ecgan_jax.training import trainer  # pylint: disable=import-outside-toplevel

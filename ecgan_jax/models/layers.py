@@ -1,5 +1,7 @@
 """Building blocks shared by the ECGAN++ networks (NHWC throughout).
 
+- `conv2d`: NHWC/HWIO convolution whose kernel gradient is an im2col matmul on the CPU backend
+  (XLA:CPU's own convolution weight gradient is 10x slower; docs/performance.md).
 - `Conv` / `Dense`: PyTorch-style layers (symmetric integer padding, SPADE's xavier-normal init with
   gain 0.02) with optional spectral normalisation (`SpectralNormalizer`); the u/v/sigma power-
   iteration state lives in the `batch_stats` collection and is updated only when
@@ -11,12 +13,14 @@
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from ecgan_jax.models.semantics import resize_nearest
 
@@ -131,6 +135,56 @@ def _add_bias(mod: nn.Module, y: jax.Array) -> jax.Array:
   return y + mod.param('bias', nn.initializers.zeros, (mod.features,)).astype(mod.dtype)
 
 
+def _xla_conv(x: jax.Array, kernel: jax.Array, stride: int, pad: int) -> jax.Array:
+  return lax.conv_general_dilated(x, kernel, (stride, stride), ((pad, pad), (pad, pad)),
+                                  dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+
+def _patches(x: jax.Array, k: int, stride: int, pad: int, out_hw: tuple[int, int]) -> jax.Array:
+  """x [B, H, W, C] -> im2col rows [B * Ho * Wo, k * k * C], ordered as a [k, k, C, ...] kernel
+  flattens."""
+  b, _, _, c = x.shape
+  ho, wo = out_hw
+  xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  cols = [lax.slice(xp, (0, i, j, 0), (b, i + stride * (ho - 1) + 1, j + stride * (wo - 1) + 1, c),
+                    (1, stride, stride, 1)) for i in range(k) for j in range(k)]
+  return jnp.stack(cols, axis=3).reshape(b * ho * wo, k * k * c)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv2d(x: jax.Array, kernel: jax.Array, stride: int, pad: int) -> jax.Array:
+  """x [B, H, W, Cin] * kernel [k, k, Cin, Cout], symmetric zero padding `pad` -> [B, Ho, Wo, Cout].
+
+  Forward and input gradient are XLA's convolution; on the CPU backend the kernel gradient is
+  patches^T @ dy (one matmul; XLA:CPU's convolution weight gradient is about 10x slower, e.g.
+  D's 4x4 stride-1 layers), elsewhere XLA's own. Same values up to float reassociation.
+  """
+  return _xla_conv(x, kernel, stride, pad)
+
+
+def _conv2d_fwd(x, kernel, stride, pad):
+  return _xla_conv(x, kernel, stride, pad), (x, kernel)
+
+
+def _conv2d_bwd(stride, pad, residuals, dy):
+  x, kernel = residuals
+  dx = jax.vjp(lambda v: _xla_conv(v, kernel, stride, pad), x)[1](dy)[0]
+
+  def xla_kernel_grad(x, dy):
+    return jax.vjp(lambda k: _xla_conv(x, k, stride, pad), kernel)[1](dy)[0]
+
+  def im2col_kernel_grad(x, dy):
+    cols = _patches(x, kernel.shape[0], stride, pad, dy.shape[1:3])
+    dk = jnp.dot(cols.T, dy.reshape(-1, dy.shape[-1]), preferred_element_type=jnp.float32)
+    return dk.reshape(kernel.shape).astype(kernel.dtype)
+
+  dk = lax.platform_dependent(x, dy, cpu=im2col_kernel_grad, default=xla_kernel_grad)
+  return dx, dk
+
+
+conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
+
+
 class Conv(nn.Module):
   """2-D convolution with PyTorch padding semantics and optional spectral norm.
 
@@ -152,9 +206,7 @@ class Conv(nn.Module):
     k = self.kernel_size
     p = k // 2 if self.padding is None else self.padding
     kernel = _weight(self, (k, k, x.shape[-1], self.features), self.kernel_init, update_stats)
-    y = jax.lax.conv_general_dilated(
-        x.astype(self.dtype), kernel.astype(self.dtype), (self.strides, self.strides),
-        ((p, p), (p, p)), dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    y = conv2d(x.astype(self.dtype), kernel.astype(self.dtype), self.strides, p)
     return _add_bias(self, y)
 
 

@@ -118,9 +118,10 @@ def generator_objective(fakes: Mapping[str, Any], batch: Mapping[str, jax.Array]
   contrastive learning).
   """
   t = adversarial_terms(judged, opts)
-  t['g/vgg'] = perceptual_term(vgg, fakes, batch['image'], batch['edge'], opts)
-  total = (opts.lambda_gan * t['g/gan'] + opts.lambda_feat * t['g/feat']
-           + opts.lambda_vgg * t['g/vgg'])
+  total = opts.lambda_gan * t['g/gan'] + opts.lambda_feat * t['g/feat']
+  if opts.use_vgg:  # not traced at lambda_vgg = 0: no VGG19 in the program
+    t['g/vgg'] = perceptual_term(vgg, fakes, batch['image'], batch['edge'], opts)
+    total += opts.lambda_vgg * t['g/vgg']
   if opts.use_similarity:
     t['g/similarity'] = similarity_term(label_probs, fakes, batch['label'], key_sim, opts)
     total += opts.lambda_sim * t['g/similarity']

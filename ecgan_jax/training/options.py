@@ -31,7 +31,8 @@ class StepOptions:
   lambda_refine: float  # lambda: I'' against I' (real weighted lambda + 1 in D)
   # components (ablation switches)
   use_edge: bool
-  use_similarity: bool
+  use_vgg: bool  # lambda_vgg != 0: otherwise no VGG19 in the step
+  use_similarity: bool  # and lambda_sim != 0: otherwise no G_l (nor its online update)
   train_label_generator: bool  # G_l trained online with cross-entropy (no converted checkpoint)
   use_contrastive: bool
   use_cross_scale: bool
@@ -73,7 +74,8 @@ class StepOptions:
         lambda_class_l1=float(lc.lambda_class_l1), lambda_kld=float(lc.lambda_kld),
         lambda_refine=float(lc.lambda_refine),
         use_edge=bool(m.use_edge),
-        use_similarity=bool(lc.use_similarity),
+        use_vgg=state_lib.uses_vgg(config),
+        use_similarity=state_lib.uses_similarity(config),
         train_label_generator=state_lib.label_generator_trained_online(config),
         use_contrastive=bool(lc.use_pixel_contrastive),
         use_cross_scale=bool(lc.use_cross_scale),

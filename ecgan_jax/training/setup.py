@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ecgan_jax import configuration, models as models_lib
+from ecgan_jax import _runtime, configuration, models as models_lib
 from ecgan_jax.convert import load_segformer_params, load_vgg19_params, spade_ecgan
 from ecgan_jax.models import segformer, vgg
 from ecgan_jax.models.layers import to_dtype
@@ -45,7 +45,9 @@ def build_models(config: Any, axis_name: str | None = None) -> state_lib.Models:
 
 def load_frozen(config: Any, models: state_lib.Models) -> dict:
   """Frozen networks: {'vgg': VGG19 params} from config.model.vgg_checkpoint, else random init
-  (seeded, so a resumed run gets the same weights), logged as such."""
+  (seeded, so a resumed run gets the same weights), logged as such; {} at loss.lambda_vgg = 0."""
+  if not state_lib.uses_vgg(config):
+    return {}  # the step has no VGG19
   path = config.model.vgg_checkpoint
   if path:
     log.info('VGG19 perceptual loss: pretrained weights from %s', path)
@@ -54,7 +56,8 @@ def load_frozen(config: Any, models: state_lib.Models) -> dict:
               'RANDOMLY INITIALISED VGG19 (fixed seed). Fine for tests and the demo, not for '
               'reproducing the paper.')
   rng = jax.random.fold_in(jax.random.PRNGKey(int(config.train.seed)), VGG_SEED_SALT)
-  params = jax.jit(lambda k: models.vgg.init(k, jnp.zeros((1, 32, 32, 3)))['params'])(rng)
+  params = _runtime.jit_run_once(
+      lambda k: models.vgg.init(k, jnp.zeros((1, 32, 32, 3)))['params'])(rng)
   return {'vgg': params}
 
 
@@ -110,7 +113,7 @@ class Setup:
   def initial_state(self) -> state_lib.TrainState:
     """A fresh TrainState on the host (seed config.train.seed), `PRETRAINED` parts loaded."""
     state = checkpointing.to_host(
-        jax.jit(self._create)(jax.random.PRNGKey(int(self.config.train.seed))))
+        _runtime.jit_run_once(self._create)(jax.random.PRNGKey(int(self.config.train.seed))))
     for load in PRETRAINED:
       state = load(self.config, state)
     return state.replace(ema_params=jax.tree.map(np.copy, state.g_params))

@@ -130,6 +130,16 @@ class Models(NamedTuple):
   style_encoder: nn.Module | None
 
 
+def uses_vgg(config: Any) -> bool:
+  """The perceptual loss is on: VGG19 is part of the step (not at loss.lambda_vgg = 0)."""
+  return float(config.loss.lambda_vgg) != 0.0
+
+
+def uses_similarity(config: Any) -> bool:
+  """The similarity loss is on: G_l is part of the step (not at loss.lambda_sim = 0)."""
+  return bool(config.loss.use_similarity) and float(config.loss.lambda_sim) != 0.0
+
+
 def uses_memory_bank(config: Any) -> bool:
   return bool(config.loss.use_pixel_contrastive)
 

@@ -51,7 +51,7 @@ def _setup_file_logging(workdir: str) -> logging.Handler | None:
 
 def _log_setup(config: Any, state: state_lib.TrainState, runner: parallel.ParallelStep) -> None:
   if state_lib.label_generator_trained_online(config):
-    if config.loss.use_similarity:
+    if state_lib.uses_similarity(config):
       log.warning('Label generator G_l: NO converted checkpoint (config.model.label_generator_'
                   'checkpoint); SegFormer-%s is randomly initialised and TRAINED ONLINE on real '
                   '(image, label) pairs with cross-entropy. The similarity loss is only as good as '

@@ -1,5 +1,7 @@
 """Layers: PyTorch-compatible resizing/pooling/padding, spectral norm, SPADE, the SPADE ResBlock,
 spectral-norm placement per mode, remat and bfloat16 compute."""
+import functools
+
 import flax
 import jax
 import jax.numpy as jnp
@@ -10,6 +12,7 @@ import torch.nn.functional as F
 
 from configs import synthetic
 from ecgan_jax import configuration as C
+from ecgan_jax.models import layers
 from ecgan_jax.models import (build_discriminator, build_generator, build_style_encoder,
                               one_hot_semantics)
 from ecgan_jax.models.layers import (SPADE, Conv, ParamFreeNorm, SPADEResBlock,
@@ -244,3 +247,19 @@ def test_batch_norm_statistics_match_torch_batchnorm():
   np.testing.assert_allclose(upd['batch_stats']['var'], bn.running_var.numpy(), rtol=1e-5)
   y_eval = norm.apply(upd, jnp.asarray(x), False)
   np.testing.assert_allclose(y_eval, nhwc(bn.eval()(nchw(x)).detach()), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('k,stride,pad', [(4, 1, 2), (4, 2, 2), (3, 1, 1), (1, 1, 0)])
+def test_conv2d_gradients_equal_xla_convolution_gradients(k, stride, pad):
+  """conv2d's im2col kernel gradient (CPU) and XLA's input gradient match autodiff of XLA's conv."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 9, 10, 5))
+  w = jax.random.normal(jax.random.PRNGKey(1), (k, k, 5, 7))
+  xla = lambda x, w: jax.lax.conv_general_dilated(  # noqa: E731
+      x, w, (stride, stride), ((pad, pad), (pad, pad)), dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  ours = functools.partial(layers.conv2d, stride=stride, pad=pad)
+  loss = lambda conv: jax.jit(jax.value_and_grad(  # noqa: E731
+      lambda x, w: jnp.sum(jnp.sin(conv(x, w))), argnums=(0, 1)))(x, w)
+  (va, (dxa, dwa)), (vb, (dxb, dwb)) = loss(ours), loss(xla)
+  np.testing.assert_allclose(va, vb, rtol=1e-6)
+  np.testing.assert_allclose(dxa, dxb, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(dwa, dwb, rtol=1e-5, atol=1e-4 * float(jnp.max(jnp.abs(dwb))))

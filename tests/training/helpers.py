@@ -29,10 +29,23 @@ def micro_config(arg: str = 'tiny'):
   return c
 
 
-def subprocess_env(num_devices: int, cache_dir: str) -> dict:
-  """Environment of a child JAX process: `num_devices` CPU devices and a persistent compile cache
-  shared by the children of one test (identical programs compile once)."""
+def equivalence_config():
+  """The micro B8 config of the device-layout equivalence tests (test_step, test_multihost): SGD
+  (Adam magnifies float noise on zero-gradient parameters), contrastive sampling independent of
+  the device split, 2 steps. One config, so both tests compile the same 8-device step program
+  (shared through the session's compile cache)."""
+  config = micro_config()
+  config.train.num_steps = 2
+  config.optim.optimizer = 'sgd'
+  config.loss.contrastive_gather = 'maps'
+  return config
+
+
+def subprocess_env(num_devices: int, cache_dir: str | None = None) -> dict:
+  """Environment of a child JAX process: `num_devices` CPU devices and a persistent compile cache,
+  by default the test session's (tests/conftest.py): identical programs compile once per run."""
   env = dict(os.environ)
+  cache_dir = cache_dir or os.environ['JAX_COMPILATION_CACHE_DIR']
   env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={num_devices}'
   env['JAX_PLATFORMS'] = 'cpu'
   env['JAX_COMPILATION_CACHE_DIR'] = cache_dir

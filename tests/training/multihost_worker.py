@@ -31,11 +31,7 @@ class KeepRows:
 
 def micro_multihost_config():
   import helpers  # pylint: disable=import-outside-toplevel
-  config = helpers.micro_config()
-  config.train.num_steps = 2
-  config.optim.optimizer = 'sgd'  # see test_step: exact-ish comparisons need SGD
-  config.loss.contrastive_gather = 'maps'  # contrastive sampling independent of the device layout
-  return config
+  return helpers.equivalence_config()  # the config of test_step's equivalence test
 
 
 if __name__ == '__main__':

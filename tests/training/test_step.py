@@ -26,7 +26,9 @@ def _batches(config, n):
 
 
 def _run(body, host_state, frozen, batches, parallelism, num_devices):
-  runner = parallel.ParallelStep(body, parallelism, devices=jax.local_devices()[:num_devices])
+  # All devices as the trainer passes them (None), so the 8-device program is the trainer's.
+  devices = None if num_devices == jax.device_count() else jax.local_devices()[:num_devices]
+  runner = parallel.ParallelStep(body, parallelism, devices=devices)
   state = runner.put_replicated(host_state)
   frozen = runner.put_replicated(frozen)
   metrics = []
@@ -38,9 +40,9 @@ def _run(body, host_state, frozen, batches, parallelism, num_devices):
 
 
 def test_eight_devices_one_device_and_shard_map_take_the_same_steps():
-  config = helpers.micro_config()  # B8: edges, G_s, similarity + online G_l, contrast, bank, G_c
-  config.optim.optimizer = 'sgd'  # Adam magnifies float noise on zero-gradient parameters
-  config.loss.contrastive_gather = 'maps'  # anchors independent of the device split
+  # B8: edges, G_s, similarity + online G_l, contrast, bank, G_c; SGD, anchors independent of the
+  # device split (the multi-host test's config: its 8-device step program is compiled once).
+  config = helpers.equivalence_config()
   body, host_state, frozen = _setup(config)
   batches = _batches(config, 2)
   s8, m8 = _run(body, host_state, frozen, batches, 'pmap', 8)

@@ -1,7 +1,7 @@
 """The training loop end to end (launch/train.py in child processes on 2 simulated CPU devices):
 exact resume after SIGKILL, SIGTERM saves and exits, resuming on another device count, NaN halt,
-sample grids and TensorBoard files, CLI errors. Children share one persistent compile cache, so
-the identical step program compiles once per test module."""
+sample grids and TensorBoard files, CLI errors. Children share the session's persistent compile
+cache (tests/conftest.py), so the identical step program compiles once per run."""
 import json
 import os
 import re
@@ -12,11 +12,6 @@ import pytest
 from PIL import Image
 
 from tests.training import helpers
-
-
-@pytest.fixture(scope='module')
-def cache_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp('jax_cache'))
 
 
 def _latest_step(workdir):
@@ -31,8 +26,8 @@ def _data_state(workdir, step):
     return json.load(f)
 
 
-def test_sigkill_then_resume_equals_uninterrupted_run_bit_for_bit(tmp_path, cache_dir):
-  env = helpers.subprocess_env(2, cache_dir)
+def test_sigkill_then_resume_equals_uninterrupted_run_bit_for_bit(tmp_path):
+  env = helpers.subprocess_env(2)
   ref, run = str(tmp_path / 'ref'), str(tmp_path / 'run')
   helpers.run_python(helpers.train_args(ref), env)  # 4 steps, checkpoints at 2 and 4
   killed = helpers.run_python(['tests/training/kill_after.py', '3', '2',
@@ -50,18 +45,18 @@ def test_sigkill_then_resume_equals_uninterrupted_run_bit_for_bit(tmp_path, cach
   assert _data_state(ref, 2) != _data_state(ref, 4)
 
 
-def test_sigterm_saves_exits_cleanly_and_resumes_on_other_device_count(tmp_path, cache_dir):
+def test_sigterm_saves_exits_cleanly_and_resumes_on_other_device_count(tmp_path):
   run = str(tmp_path / 'run')
   # SIGTERM arrives after step 2; the loop notices it in step 3 (not a checkpoint step), saves
   # and returns: exit status 0.
   stopped = helpers.run_python(['tests/training/kill_after.py', '--signal=TERM', '2', '0',
                                 *helpers.train_args(run)[1:]],
-                               helpers.subprocess_env(2, cache_dir))
+                               helpers.subprocess_env(2))
   assert 'Stopped by signal after step 3' in stopped.stderr
   assert _latest_step(run) == 3
   # Same run on 1 device (the checkpoint holds unreplicated host arrays), with sample grids.
   resumed = helpers.run_python(helpers.train_args(run, extra=('--config.train.sample_every=2',)),
-                               helpers.subprocess_env(1, cache_dir))
+                               helpers.subprocess_env(1))
   assert 'Resumed from step 3' in resumed.stderr
   assert _latest_step(run) == 4
   assert re.search(r'Devices: 1 global', resumed.stderr)
@@ -76,11 +71,10 @@ def test_sigterm_saves_exits_cleanly_and_resumes_on_other_device_count(tmp_path,
   assert 'CheckpointManager' not in resumed.stderr  # no Orbax INFO lines on the console
 
 
-def test_nonfinite_loss_stops_naming_step_and_term_keeping_last_good_checkpoint(tmp_path,
-                                                                               cache_dir):
+def test_nonfinite_loss_stops_naming_step_and_term_keeping_last_good_checkpoint(tmp_path):
   run = str(tmp_path / 'run')
   proc = helpers.run_python(['tests/training/nan_run.py', run, '3'],
-                            helpers.subprocess_env(2, cache_dir), check=False)
+                            helpers.subprocess_env(2), check=False)
   assert proc.returncode != 0
   assert re.search(r'FloatingPointError: Non-finite loss at step 3: [dg]/\w+ = nan', proc.stderr)
   assert _latest_step(run) == 2
@@ -91,8 +85,8 @@ def test_nonfinite_loss_stops_naming_step_and_term_keeping_last_good_checkpoint(
     ('--config.train.parallelism=dp', 'config.train.parallelism'),
     ('--config.train.batch_size=7', 'config.train.batch_size=7'),
 ])
-def test_cli_rejects_a_wrong_field_with_a_clear_message(tmp_path, cache_dir, flag, message):
+def test_cli_rejects_a_wrong_field_with_a_clear_message(tmp_path, flag, message):
   proc = helpers.run_python(helpers.train_args(str(tmp_path / 'run'), extra=(flag,)),
-                            helpers.subprocess_env(2, cache_dir), check=False, timeout=120)
+                            helpers.subprocess_env(2), check=False, timeout=120)
   assert proc.returncode != 0
   assert message in proc.stderr

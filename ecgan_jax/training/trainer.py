@@ -25,6 +25,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from ecgan_jax import configuration
+from ecgan_jax.evaluation import samples
 from ecgan_jax.models import check_model_config
 from ecgan_jax.models import semantics as semantics_lib
 from ecgan_jax.training import checkpointing, logging_utils, parallel
@@ -160,7 +161,7 @@ class Sampler:
     b = self.batch
     out = jax.device_get(self._generate(params, g_state, b['label'], b.get('instance'),
                                         jax.random.PRNGKey(0)))
-    grid = logging_utils.sample_grid(b['label'], b['edge'], out['edge'], out['coarse_image'],
+    grid = samples.sample_grid(b['label'], b['edge'], out['edge'], out['coarse_image'],
                                      out['image'], b['image'], self.num_classes)
     l1 = {'eval/l1_final': float(np.mean(np.abs(out['image'] - b['image']))),
           'eval/l1_coarse': float(np.mean(np.abs(out['coarse_image'] - b['image'])))}
@@ -233,7 +234,7 @@ def train(config: Any, workdir: str, *, train_iterator: Iterator | None = None,
       grid, l1 = sampler(host['ema'], host['g_state'])
       _, l1_raw = sampler(host['raw'], host['g_state'])
       l1.update({k + '_raw': v for k, v in l1_raw.items()})
-      logging_utils.save_png(os.path.join(workdir, 'samples', f'step_{step:07d}.png'), grid)
+      samples.save_png(os.path.join(workdir, 'samples', f'step_{step:07d}.png'), grid)
       writer.image(step, 'samples/label|edge|fake_edge|coarse|final|real', grid)
       writer.scalars(step, l1)
       log.info('step %d: samples written; L1(I\'\', real) EMA %.4f, raw %.4f', step,

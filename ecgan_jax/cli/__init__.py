@@ -1,0 +1,1 @@
+"""Command-line entry points: the main() of each command (console scripts ecgan-train, ...)."""

@@ -81,7 +81,7 @@ def main() -> None:
   gen = lambda v, l, k: generate(v, l, None, k)['image']  # noqa: E731
   inc = inception.FIDInceptionV3()
   inc_vars = jax.jit(inc.init)(key, jnp.zeros((1, 299, 299, 3)))
-  seg = segformer.SegFormer('b0', num_labels=n)
+  seg = segformer.SegFormer('b0', num_labels=n, normalize_input=True)
   seg_vars = jax.jit(seg.init)(key, jnp.zeros((1, 64, 64, 3)))
   seg_apply = lambda v, x: seg.apply(v, x)  # noqa: E731
   lp = lpips.LPIPS('alex')

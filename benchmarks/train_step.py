@@ -44,25 +44,21 @@ def main(argv):
   import numpy as np  # pylint: disable=import-outside-toplevel
 
   from ecgan_jax import configuration  # pylint: disable=import-outside-toplevel
-  from ecgan_jax.training import parallel, trainer  # pylint: disable=import-outside-toplevel
-  from ecgan_jax.training import state as state_lib  # pylint: disable=import-outside-toplevel
-  from ecgan_jax.training import step as step_lib  # pylint: disable=import-outside-toplevel
+  from ecgan_jax.models import count_tree  # pylint: disable=import-outside-toplevel
+  from ecgan_jax.training import setup  # pylint: disable=import-outside-toplevel
 
   config = _CONFIG.value
   h, w = configuration.image_size(config)
   nc = configuration.num_classes(config)
-  init_models = state_lib.build_models(config, None)
-  models = state_lib.build_models(config, parallel.AXIS)
-  optimizers = state_lib.make_optimizers(config)
+  run = setup.build(config)
   t0 = time.perf_counter()
-  host_state = trainer.initial_state(config, init_models, optimizers)
-  frozen_host = trainer.load_frozen(config, init_models)
+  host_state = run.initial_state()
+  frozen_host = run.frozen()
   print(f'backend {jax.default_backend()} ({jax.devices()[0].device_kind}), {jax.device_count()} '
         f'devices; config {config.dataset.name} {h}x{w}, {nc} classes, ablation {config.ablation}, '
         f'{config.train.parallelism}, dtype {config.model.dtype}, remat {config.model.remat}; '
         f'init {time.perf_counter() - t0:.1f}s; generator '
-        f'{state_lib.count_params(host_state.g_params):,} params', flush=True)
-  body = step_lib.make_train_step(config, models, optimizers)
+        f'{count_tree(host_state.g_params):,} params', flush=True)
   rng = np.random.default_rng(0)
   print(f'{"devices":>7} {"batch":>5} {"compile_s":>9} {"step_ms":>9} {"img/s":>8}  peak memory')
   for n in [int(x) for x in _DEVICES.value.split(',')]:
@@ -73,8 +69,7 @@ def main(argv):
     if batch_size % n:
       print(f'{n:>7} skipped: batch {batch_size} not divisible')
       continue
-    runner = parallel.ParallelStep(body, config.train.parallelism,
-                                   devices=jax.local_devices()[:n])
+    runner = run.runner(devices=jax.local_devices()[:n])
     per = batch_size // n
     host_batch = {
         'label': rng.integers(0, nc, (n, per, h, w)).astype(np.int32),

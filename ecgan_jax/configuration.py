@@ -18,6 +18,9 @@ DATASETS = ('synthetic', 'folder') + tuple(KNOWN_DATASETS)
 UPSAMPLING = {'normal': 5, 'more': 6, 'most': 7}
 PREPROCESS_MODES = ('resize_and_crop', 'fixed', 'none')
 GAN_MODES = ('hinge', 'original', 'ls')
+DTYPES = ('float32', 'bfloat16')  # config.model.dtype: compute dtype (params stay float32)
+OPTIMIZERS = ('adam', 'sgd')
+CONTRASTIVE_GATHER = ('anchors', 'maps')
 MULTIMODAL = ('none', 'vae', 'noise3d')
 NORMS = ('batch', 'instance')
 SPECTRAL = ('reference', 'all', 'none')
@@ -61,6 +64,14 @@ def latent_size(config: Any) -> tuple[int, int]:
   return h // f, w // f
 
 
+def contrastive_strides(config: Any) -> tuple[int, ...]:
+  """Strides with a contrastive loss and a memory bank: model.contrastive_strides with the
+  multi-scale loss (Eq. 5), else stride 1 only (Eq. 4)."""
+  if config.loss.use_multiscale:
+    return tuple(int(s) for s in config.model.contrastive_strides)
+  return (1,)
+
+
 def _choice(config: Mapping, field: str, value: Any, allowed: tuple) -> None:
   if value not in allowed:
     raise ConfigError(f'config.{field}={value!r} is not one of {list(allowed)}')
@@ -100,7 +111,7 @@ def validate_config(config: Any) -> Any:
   _choice(config, 'model.param_free_norm', m.param_free_norm, NORMS)
   _choice(config, 'model.spectral_norm', m.spectral_norm, SPECTRAL)
   _choice(config, 'model.multimodal', m.multimodal, MULTIMODAL)
-  _choice(config, 'model.dtype', m.dtype, ('float32', 'bfloat16'))
+  _choice(config, 'model.dtype', m.dtype, DTYPES)
   _choice(config, 'model.label_generator', m.label_generator, SEGFORMER_VARIANTS)
   for s in m.contrastive_strides:
     if s < 1 or h % s or w % s:
@@ -123,7 +134,39 @@ def validate_config(config: Any) -> Any:
   for name in ('bank_size', 'bank_pixels_per_class', 'anchors_per_class', 'sim_chunk'):
     if l[name] < 1:
       raise ConfigError(f'config.loss.{name}={l[name]} must be >= 1')
+  _choice(config, 'loss.contrastive_gather', l.contrastive_gather, CONTRASTIVE_GATHER)
+  if l.contrastive_chunk < 0:
+    raise ConfigError(f'config.loss.contrastive_chunk={l.contrastive_chunk} must be >= 0 '
+                      '(0 = no chunking)')
+  _choice(config, 'optim.optimizer', config.optim.optimizer, OPTIMIZERS)
   _choice(config, 'train.parallelism', t.parallelism, PARALLELISM)
-  if t.batch_size < 1:
-    raise ConfigError(f'config.train.batch_size={t.batch_size} must be >= 1')
+  for name in ('batch_size', 'num_steps', 'log_every', 'checkpoint_every', 'keep_checkpoints'):
+    if int(t[name]) < 1:
+      raise ConfigError(f'config.train.{name}={t[name]} must be >= 1')
+  _validate_model(config)
   return config
+
+
+def _validate_model(config: Any) -> None:
+  """Network widths and switches that the modules need (part of `validate_config`)."""
+  m = config.model
+  for name in ('ngf', 'ndf', 'spade_hidden', 'feature_channels', 'z_dim', 'proj_dim', 'num_D',
+               'n_layers_D', 'edge_transfer_layers'):
+    if int(m[name]) < 1:
+      raise ConfigError(f'config.model.{name}={m[name]} must be >= 1')
+  if m.use_edge_transfer and not m.use_edge:
+    raise ConfigError('config.model.use_edge_transfer=True needs config.model.use_edge=True '
+                      '(G_t transfers the edge branch G_e into the image branch)')
+  available = trunk_strides(num_upsampling(config))
+  for s in m.contrastive_strides:
+    if s not in available:
+      raise ConfigError(
+          f'config.model.contrastive_strides contains {s}, but the trunk with '
+          f'config.model.num_upsampling_layers={m.num_upsampling_layers!r} only has features at '
+          f'strides {sorted(available)}')
+
+
+def trunk_strides(num_upsampling_layers: int) -> tuple[int, ...]:
+  """Output strides at which the generator trunk has features: 2**num_upsampling (latent) ...
+  2, 1."""
+  return tuple(2 ** k for k in range(num_upsampling_layers, -1, -1))

@@ -32,9 +32,6 @@ log = logging.getLogger(__name__)
 METRICS = ('fid', 'kid', 'miou', 'lpips_diversity')
 AXIS = 'batch'
 PredictFn = Callable[[Mapping[str, np.ndarray]], Mapping[str, jax.Array]]
-# SegFormer checkpoints expect ImageNet-normalised inputs (HF SegformerImageProcessor).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class Evaluator(Protocol):
@@ -173,12 +170,12 @@ class FIDEvaluator:
 # ---------------------------------------------------------------------------------- segmentation
 def _segformer(config: Any, num_classes: int) -> tuple[Callable, Any, bool]:
   """SegFormer segmenter: (apply(variables, images [-1, 1]) -> logits [B, H/4, W/4, C],
-  variables, pretrained)."""
+  variables, pretrained); the module applies the ImageNet normalisation of HF's checkpoints."""
   path = config.eval.get('segmenter_checkpoint')
   variant = config.eval.get('segmenter_variant', 'b0')
   if path:
     from ecgan_jax.convert import segformer_from_checkpoint  # pylint: disable=import-outside-toplevel
-    model, variables = segformer_from_checkpoint(path, variant)
+    model, variables = segformer_from_checkpoint(path, variant, normalize_input=True)
     if model.num_labels != num_classes:
       raise ValueError(f'config.eval.segmenter_checkpoint={path!r} predicts {model.num_labels} '
                        f'classes, but the dataset\'s label mapping needs {num_classes}')
@@ -186,15 +183,11 @@ def _segformer(config: Any, num_classes: int) -> tuple[Callable, Any, bool]:
     pretrained = True
   else:
     warn_random(f'Segmenter SegFormer-{variant}', 'segmenter_checkpoint')
-    model = segformer.SegFormer(variant=variant, num_labels=num_classes)
+    model = segformer.SegFormer(variant=variant, num_labels=num_classes, normalize_input=True)
     variables = jax.jit(model.init)(jax.random.PRNGKey(int(config.eval.seed)),
                                     jnp.zeros((1, 64, 64, 3)))
     pretrained = False
-  mean, std = jnp.asarray(IMAGENET_MEAN), jnp.asarray(IMAGENET_STD)
-
-  def apply(v, images):
-    return model.apply(v, ((images + 1.0) / 2.0 - mean) / std)
-  return apply, variables, pretrained
+  return model.apply, variables, pretrained
 
 
 # name -> builder(config, num_segmenter_classes) -> (apply, variables, pretrained). A new segmenter

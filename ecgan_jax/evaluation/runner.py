@@ -16,7 +16,7 @@ import json
 import logging
 import math
 import os
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, NamedTuple
 
 import flax
 import jax
@@ -26,7 +26,8 @@ import numpy as np
 from ecgan_jax import configuration
 from ecgan_jax.evaluation import evaluators as evaluators_lib
 from ecgan_jax.evaluation import samples
-from ecgan_jax.models import build_generator, one_hot_semantics
+from ecgan_jax.models import build_generator
+from ecgan_jax.models.generate import generate
 
 log = logging.getLogger(__name__)
 
@@ -59,17 +60,25 @@ def restore_ema_generator(workdir: str, step: int | None = None) -> tuple[int, d
 
 
 # ----------------------------------------------------------------------------------- generation
+class _GeneratorOnly(NamedTuple):
+  """The model bundle `models.generate.generate` needs, without a style encoder: a VAE model then
+  samples z ~ N(0, 1), as SPADE does at test time."""
+  generator: Any
+  style_encoder: Any = None
+
+
 def make_generate_fn(config: Any) -> Callable[..., dict]:
   """(variables, label [B, H, W], instance [B, H, W, 1] | None, key) -> {'image', 'coarse_image',
-  'edge'} of the generator in inference mode; vae / noise3d draw one latent per image from key."""
-  generator = build_generator(config)
-  num_classes = configuration.num_classes(config)
+  'edge'} of the generator in inference mode (`models.generate.generate`, the one generator call);
+  vae / noise3d draw one latent per image from key. variables: {'params', **generator state}."""
+  models = _GeneratorOnly(build_generator(config))
 
-  def generate(variables, label, instance, key):
-    sem = one_hot_semantics(label, num_classes, instance)
-    out = generator.apply(variables, sem, None, train=False, rngs={'noise': key})
+  def generate_images(variables, label, instance, key):
+    params = {'generator': variables['params']}
+    state = {'generator': {k: v for k, v in variables.items() if k != 'params'}}
+    out, _ = generate(models, params, state, label, instance, key=key, train=False)
     return {k: out[k] for k in ('image', 'coarse_image', 'edge') if out.get(k) is not None}
-  return generate
+  return generate_images
 
 
 def make_predict_fn(config: Any, variables: dict) -> evaluators_lib.PredictFn:

@@ -27,6 +27,7 @@ Sampling (sampling.py)
   sample_anchors(key, embeddings [B,H,W,D], labels [B,H,W], *, num_classes, anchors_per_class,
                  max_classes, ignore_label, axis_name) -> Anchors(embeddings, labels, valid)
   downsample_labels(labels [B,H,W], (h, w)), valid_label_mask(labels, num_classes, ignore_label)
+  gather_across_devices(x, axis_name): the one all_gather (tiled, axis 0) of the project
 Segmented memory bank (memory_bank.py)
   MemoryBank (pytree state), init_memory_bank(num_classes, size, dim),
   update_memory_bank(bank, key, embeddings [B,H,W,D], labels [B,H,W], *, pixels_per_class,
@@ -43,14 +44,15 @@ from ecgan_jax.losses.contrastive import (CROSS_SCALE_PAIRS, SCALE_WEIGHTS, STRI
 from ecgan_jax.losses.memory_bank import (MemoryBank, init_memory_bank, memory_bank_contrast,
                                           update_memory_bank)
 from ecgan_jax.losses.perceptual import VGG_WEIGHTS, perceptual_loss
-from ecgan_jax.losses.sampling import (Anchors, downsample_labels, sample_anchors,
-                                       valid_label_mask)
+from ecgan_jax.losses.sampling import (Anchors, downsample_labels, gather_across_devices,
+                                       sample_anchors, valid_label_mask)
 from ecgan_jax.losses.similarity import similarity_loss
 
 __all__ = [
     'Anchors', 'CROSS_SCALE_PAIRS', 'GAN_MODES', 'MemoryBank', 'SCALE_WEIGHTS', 'STRIDES',
     'VGG_WEIGHTS', 'class_specific_l1_loss', 'cross_scale_contrastive_loss', 'downsample_labels',
-    'feature_matching_loss', 'gan_loss', 'init_memory_bank', 'kl_divergence',
+    'feature_matching_loss', 'gan_loss', 'gather_across_devices', 'init_memory_bank',
+    'kl_divergence',
     'memory_bank_contrast', 'memory_bank_loss', 'multiscale_contrastive_loss', 'perceptual_loss',
     'pixel_contrastive_loss', 'pixel_contrastive_sums', 'sample_anchors',
     'sample_multiscale_anchors', 'similarity_loss', 'update_memory_bank', 'valid_label_mask',

@@ -12,8 +12,9 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
+from ecgan_jax.configuration import GAN_MODES
+
 Array = jax.Array
-GAN_MODES = ('hinge', 'original', 'ls')
 
 
 def _logits(scale: Array | Sequence[Array]) -> Array:

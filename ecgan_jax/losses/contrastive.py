@@ -165,7 +165,8 @@ def multiscale_contrastive_loss(key: Array, embeddings: Mapping[str, Array], lab
                                 weights: Sequence[float] = SCALE_WEIGHTS,
                                 temperature: float = 0.07, anchors_per_class: int = 16,
                                 max_classes: int | None = 16, ignore_label: int | None = None,
-                                axis_name: str | None = None, bank: MemoryBank | None = None,
+                                axis_name: str | None = None,
+                                banks: Mapping[str, MemoryBank] | None = None,
                                 bank_samples_per_class: int | None = None,
                                 chunk_size: int | None = None) -> Array:
   """Eq. 5: L^ms = sum_s w_s L^s, each L^s the Eq. 4 loss among anchors of one scale.
@@ -173,9 +174,11 @@ def multiscale_contrastive_loss(key: Array, embeddings: Mapping[str, Array], lab
   For each stride s the labels [B, H, W] are nearest-downsampled to embeddings[f's{s}']
   [B, H/s, W/s, D]; anchors are drawn per class (`sample_anchors`, gathered over `axis_name` so
   they come from every device's layouts) and contrasted with each other (self-pairs excluded) and,
-  if `bank` is given, with the memory bank (`memory_bank_contrast`, `bank_samples_per_class` rows
-  per class per queue drawn with fold_in(key, 0); None: the whole bank). The first term
-  (stride 1) is exactly Eq. 4. Weights default to the paper's (1, 0.7, 0.4, 0.1). float32 scalar.
+  if `banks` is given, with the memory bank of the same stride, banks[f's{s}'], filled from
+  stride-s embeddings (`memory_bank_contrast`, `bank_samples_per_class` rows per class per queue
+  drawn with fold_in(fold_in(key, 0), s); None: the whole bank). Scales meet only in Eq. 6. The
+  first term (stride 1) is exactly Eq. 4. Weights default to the paper's (1, 0.7, 0.4, 0.1).
+  float32 scalar.
   """
   if len(weights) != len(strides):
     raise ValueError(f'{len(weights)} weights for {len(strides)} strides')
@@ -183,15 +186,17 @@ def multiscale_contrastive_loss(key: Array, embeddings: Mapping[str, Array], lab
       key, embeddings, labels, strides=strides, num_classes=num_classes,
       anchors_per_class=anchors_per_class, max_classes=max_classes, ignore_label=ignore_label,
       axis_name=axis_name)
-  bank_set = None
-  if bank is not None:
-    bank_set = memory_bank_contrast(bank, jax.random.fold_in(key, 0), bank_samples_per_class)
   total = jnp.float32(0.0)
   for s, w in zip(strides, weights):
     a = anchors[int(s)]
-    if bank_set is None:
-      contrast = (None, None, None)
-    else:
+    contrast = (None, None, None)
+    if banks is not None:
+      if f's{s}' not in banks:
+        raise ValueError(f'banks has no bank for stride {s} (key {f"s{s}"!r}); keys: '
+                         f'{sorted(banks)}')
+      bank_set = memory_bank_contrast(banks[f's{s}'],
+                                      jax.random.fold_in(jax.random.fold_in(key, 0), int(s)),
+                                      bank_samples_per_class)
       contrast = tuple(jnp.concatenate([x, y]) for x, y in zip(a, bank_set))
     total += w * pixel_contrastive_loss(*a, *contrast, temperature=temperature, exclude_self=True,
                                         chunk_size=chunk_size)

@@ -10,8 +10,7 @@ import numpy as np
 from ecgan_jax import configuration as _conf
 from ecgan_jax.models.discriminator import (MultiscaleDiscriminator, NLayerDiscriminator,
                                             build_discriminator)
-from ecgan_jax.models.generator import (ECGANGenerator, build_generator, check_model_config,
-                                        present_classes)
+from ecgan_jax.models.generator import (ECGANGenerator, build_generator, present_classes)
 from ecgan_jax.models.layers import SPADE, Conv, Dense, ParamFreeNorm, SPADEResBlock
 from ecgan_jax.models.semantics import one_hot_semantics, resize_nearest
 from ecgan_jax.models.style_encoder import StyleEncoder, build_style_encoder
@@ -19,7 +18,7 @@ from ecgan_jax.models.style_encoder import StyleEncoder, build_style_encoder
 __all__ = [
     'Conv', 'Dense', 'ECGANGenerator', 'GENERATOR_PARTS', 'MultiscaleDiscriminator', 'NLayerDiscriminator',
     'ParamFreeNorm', 'SPADE', 'SPADEResBlock', 'StyleEncoder', 'build_discriminator',
-    'build_generator', 'build_style_encoder', 'check_model_config', 'one_hot_semantics',
+    'build_generator', 'build_style_encoder', 'one_hot_semantics',
     'count_tree', 'parameter_counts', 'present_classes', 'resize_nearest',
 ]
 

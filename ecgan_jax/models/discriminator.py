@@ -15,7 +15,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ecgan_jax.models.generator import check_model_config
 from ecgan_jax.models.layers import (Conv, ParamFreeNorm, avg_pool_exclude_pad, leaky_relu,
                                      to_dtype, use_spectral)
 
@@ -86,8 +85,7 @@ class MultiscaleDiscriminator(nn.Module):
 
 
 def build_discriminator(config: Any, axis_name: str | None = None) -> MultiscaleDiscriminator:
-  """MultiscaleDiscriminator from a config (validated; ConfigError names a bad field)."""
-  check_model_config(config)
+  """MultiscaleDiscriminator from a config (`configuration.validate_config`'d by the caller)."""
   m = config.model
   return MultiscaleDiscriminator(ndf=int(m.ndf), n_layers=int(m.n_layers_D), num_D=int(m.num_D),
                                  spectral_norm=m.spectral_norm, axis_name=axis_name,

@@ -16,7 +16,6 @@ import jax
 import jax.numpy as jnp
 
 from ecgan_jax import configuration
-from ecgan_jax.configuration import ConfigError
 from ecgan_jax.models.layers import (Conv, Dense, leaky_relu, resblock_class, to_dtype, upsample2x,
                                      use_spectral)
 from ecgan_jax.models.semantics import resize_nearest
@@ -27,11 +26,6 @@ Dtype = Any
 def branch_widths(feature_channels: int, n: int) -> tuple[int, ...]:
   """Widths of the n conv layers of G_e / G_i: C/2, C/4, ... (>= 4); (32, 16, 8) for C=64."""
   return tuple(max(feature_channels // 2 ** (j + 1), 4) for j in range(n))
-
-
-def trunk_strides(num_upsampling: int) -> tuple[int, ...]:
-  """Output strides at which the trunk has features: 2**num_upsampling (latent) ... 2, 1."""
-  return tuple(2 ** k for k in range(num_upsampling, -1, -1))
 
 
 def edge_transfer(image_feature: jax.Array, edge_feature: jax.Array) -> jax.Array:
@@ -338,31 +332,8 @@ class ECGANGenerator(nn.Module):
     return out
 
 
-def check_model_config(config: Any) -> None:
-  """Model-specific checks on top of `validate_config`; raises ConfigError naming the field."""
-  configuration.validate_config(config)
-  m = config.model
-  for name in ('ngf', 'ndf', 'spade_hidden', 'feature_channels', 'z_dim', 'proj_dim', 'num_D',
-               'n_layers_D'):
-    if int(m[name]) < 1:
-      raise ConfigError(f'config.model.{name}={m[name]} must be >= 1')
-  if m.edge_transfer_layers < 1:
-    raise ConfigError(f'config.model.edge_transfer_layers={m.edge_transfer_layers} must be >= 1')
-  if m.use_edge_transfer and not m.use_edge:
-    raise ConfigError('config.model.use_edge_transfer=True needs config.model.use_edge=True '
-                      '(G_t transfers the edge branch G_e into the image branch)')
-  available = trunk_strides(configuration.num_upsampling(config))
-  for s in m.contrastive_strides:
-    if s not in available:
-      raise ConfigError(
-          f'config.model.contrastive_strides contains {s}, but the trunk with '
-          f'config.model.num_upsampling_layers={m.num_upsampling_layers!r} only has features at '
-          f'strides {sorted(available)}')
-
-
 def build_generator(config: Any, axis_name: str | None = None) -> ECGANGenerator:
-  """ECGANGenerator from an ml-collections config (validated; ConfigError names a bad field)."""
-  check_model_config(config)
+  """ECGANGenerator from a config (checked by `configuration.validate_config` beforehand)."""
   m = config.model
   return ECGANGenerator(
       num_classes=configuration.num_classes(config),

@@ -46,8 +46,11 @@ def use_spectral(mode: str, in_reference: bool) -> bool:
 
 
 def to_dtype(name: str | Dtype) -> Dtype:
-  """'float32' | 'bfloat16' (config.model.dtype) -> jnp dtype."""
-  return {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}.get(name, name)
+  """'float32' | 'bfloat16' (config.model.dtype, configuration.DTYPES) -> jnp dtype; a jnp dtype
+  passes through."""
+  if not isinstance(name, str):
+    return name
+  return {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}[name]
 
 
 def upsample2x(x: jax.Array) -> jax.Array:

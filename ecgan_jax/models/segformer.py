@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 
 from ecgan_jax import configuration
+from ecgan_jax.models.layers import to_dtype
+from ecgan_jax.models.vgg import imagenet_normalize
 
 
 @dataclasses.dataclass(frozen=True)
@@ -288,6 +290,7 @@ class SegFormer(nn.Module):
   classifier_dropout: float = 0.0
   axis_name: str | None = None
   dtype: Any = jnp.float32
+  normalize_input: bool = False
 
   def resolved_spec(self) -> SegFormerSpec:
     return self.spec if self.spec is not None else get_spec(self.variant)
@@ -298,6 +301,8 @@ class SegFormer(nn.Module):
     chex.assert_axis_dimension(x, -1, 3)
     spec = self.resolved_spec()
     b, h, w, _ = x.shape
+    if self.normalize_input:
+      x = imagenet_normalize(x)
     features = MixTransformer(spec, self.drop_path_rate, self.dtype, name='encoder')(
         x.astype(self.dtype), train)
     logits = SegFormerHead(self.num_labels, spec.decoder_hidden_size, self.classifier_dropout,
@@ -306,15 +311,12 @@ class SegFormer(nn.Module):
     return logits.astype(jnp.float32)
 
 
-def _dtype(name: str) -> Any:
-  return {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}[name]
-
-
 def build_label_generator(config: Any, axis_name: str | None = None) -> SegFormer:
   """The label generator G_l / mIoU evaluator for `config`: SegFormer of variant
   config.model.label_generator with num_classes(config) output labels, compute dtype
-  config.model.dtype."""
+  config.model.dtype, taking images in [-1, 1] (it applies the ImageNet normalisation itself)."""
   return SegFormer(variant=config.model.label_generator,
                    num_labels=configuration.num_classes(config),
                    axis_name=axis_name,
-                   dtype=_dtype(config.model.dtype))
+                   dtype=to_dtype(config.model.dtype),
+                   normalize_input=True)

@@ -16,7 +16,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ecgan_jax.models.generator import check_model_config
 from ecgan_jax.models.layers import Conv, Dense, ParamFreeNorm, leaky_relu, to_dtype, use_spectral
 
 Dtype = Any
@@ -59,8 +58,7 @@ class StyleEncoder(nn.Module):
 
 
 def build_style_encoder(config: Any, axis_name: str | None = None) -> StyleEncoder:
-  """StyleEncoder from a config (validated; ConfigError names a bad field)."""
-  check_model_config(config)
+  """StyleEncoder from a config (`configuration.validate_config`'d by the caller)."""
   m = config.model
   return StyleEncoder(ngf=int(m.ngf), z_dim=int(m.z_dim), spectral_norm=m.spectral_norm,
                       axis_name=axis_name, dtype=to_dtype(m.dtype))

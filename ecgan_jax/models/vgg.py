@@ -41,17 +41,21 @@ def imagenet_normalize(x: jnp.ndarray) -> jnp.ndarray:
 class VGG19(nn.Module):
   """VGG19 trunk returning (relu1_1, relu2_1, relu3_1, relu4_1, relu5_1).
 
-  Input: x [B, H, W, 3], ImageNet-normalised (see `imagenet_normalize`). Outputs have shapes
+  Input: x [B, H, W, 3], ImageNet-normalised (see `imagenet_normalize`), or images in [-1, 1] when
+  `normalize_input` is True (as the perceptual loss builds it). Outputs have shapes
   [B, H/2^k, W/2^k, C_k] for k = 0..4 and C = 64, 128, 256, 512, 512 (floor division, as torch's
   max pool). `dtype` is the compute dtype; parameters stay float32.
   """
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  normalize_input: bool = False
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> tuple[jnp.ndarray, ...]:
     chex.assert_rank(x, 4)
     chex.assert_axis_dimension(x, -1, 3)
+    if self.normalize_input:
+      x = imagenet_normalize(x)
     x = x.astype(self.dtype)
     features = []
     for b, block in enumerate(VGG19_BLOCKS):

@@ -80,13 +80,3 @@ def first_nonfinite(metrics: Mapping[str, Any]) -> str | None:
     if not math.isfinite(float(np.asarray(metrics[k]))):
       return k
   return None
-
-
-def tree_norm(tree: Any) -> Any:
-  """Global L2 norm of a pytree of arrays (traceable)."""
-  import jax  # pylint: disable=import-outside-toplevel
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  leaves = jax.tree.leaves(tree)
-  if not leaves:
-    return jnp.zeros((), jnp.float32)
-  return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in leaves))

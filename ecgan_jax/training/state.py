@@ -15,12 +15,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ecgan_jax import configuration
+from ecgan_jax import configuration, losses
 
 log = logging.getLogger(__name__)
 
 PyTree = Any
-OPTIMIZERS = ('adam', 'sgd')
 
 
 # ------------------------------------------------------------------ optimisers
@@ -39,11 +38,8 @@ def make_optimizer(config: Any, base_lr: float) -> optax.GradientTransformation:
   """config.optim.optimizer ('adam' with b1/b2 from the config, or plain 'sgd') at `base_lr` with
   the second-half linear decay."""
   o = config.optim
-  kind = o.get('optimizer', 'adam')
-  if kind not in OPTIMIZERS:
-    raise configuration.ConfigError(f'config.optim.optimizer={kind!r} is not one of {list(OPTIMIZERS)}')
   lr = learning_rate_schedule(base_lr, config.train.num_steps, o.decay_second_half)
-  if kind == 'sgd':
+  if o.optimizer == 'sgd':
     return optax.sgd(lr)
   return optax.adam(lr, b1=o.beta1, b2=o.beta2)
 
@@ -59,7 +55,7 @@ class Optimizers(NamedTuple):
 def label_generator_trained_online(config: Any) -> bool:
   """True when no converted label-generator checkpoint is configured: G_l is then trained on real
   (image, label) pairs with cross-entropy next to the GAN."""
-  return not config.model.get('label_generator_checkpoint')
+  return not config.model.label_generator_checkpoint
 
 
 def make_optimizers(config: Any) -> Optimizers:
@@ -120,13 +116,10 @@ def init_module(module: nn.Module, rng: jax.Array, *args, **kwargs) -> tuple[PyT
   return split_variables(variables)
 
 
-def count_params(tree: PyTree) -> int:
-  return sum(int(x.size) for x in jax.tree.leaves(tree))
-
-
 # ------------------------------------------------------------------ networks
 class Models(NamedTuple):
-  """The Flax modules of one run, built for one `axis_name` (None for init, 'batch' in the step).
+  """The Flax modules of one run, built for one `axis_name` (None for init, 'batch' in the step)
+  by `setup.build_models`. VGG19 and the label generator take images in [-1, 1].
 
   style_encoder is None unless config.model.multimodal == 'vae'.
   """
@@ -137,31 +130,18 @@ class Models(NamedTuple):
   style_encoder: nn.Module | None
 
 
-def build_models(config: Any, axis_name: str | None = None) -> Models:
-  # pylint: disable=import-outside-toplevel
-  from ecgan_jax import models
-  from ecgan_jax.models import segformer, vgg
-  dtype = jnp.bfloat16 if config.model.dtype == 'bfloat16' else jnp.float32
-  return Models(
-      generator=models.build_generator(config, axis_name),
-      discriminator=models.build_discriminator(config, axis_name),
-      label_generator=segformer.build_label_generator(config, axis_name),
-      vgg=vgg.VGG19(dtype=dtype),
-      style_encoder=(models.build_style_encoder(config, axis_name)
-                     if config.model.multimodal == 'vae' else None))
-
-
 def uses_memory_bank(config: Any) -> bool:
   return bool(config.loss.use_pixel_contrastive)
 
 
 def init_bank(config: Any) -> PyTree:
-  """Empty segmented memory bank [C, bank_size, proj_dim] x 2 queues, or {} without contrast."""
+  """Empty segmented memory banks, one per contrastive stride: {'s1': MemoryBank, 's4': ...},
+  each [C, bank_size, proj_dim] x 2 queues; {} without contrastive learning."""
   if not uses_memory_bank(config):
     return {}
-  from ecgan_jax import losses  # pylint: disable=import-outside-toplevel
-  return losses.init_memory_bank(configuration.num_classes(config), int(config.loss.bank_size),
-                                 int(config.model.proj_dim))
+  return {f's{s}': losses.init_memory_bank(configuration.num_classes(config),
+                                           int(config.loss.bank_size), int(config.model.proj_dim))
+          for s in configuration.contrastive_strides(config)}
 
 
 def create_train_state(config: Any, rng: jax.Array, models: Models,

@@ -6,53 +6,34 @@ resumes automatically from `workdir/checkpoints`, saves every config.train.check
 with FloatingPointError naming the step and the loss term on a NaN/inf loss (the last good checkpoint
 stays the newest), and writes:
   workdir/train.log            the log (process 0)
-  workdir/tensorboard/         scalars (losses, gradient/parameter norms, learning rates, it/s) and
-                               sample grids (tensorboardX)
+  workdir/tensorboard/         scalars (losses, gradient/parameter norms, learning rates, it/s),
+                               sample grids and, every train.eval_every steps, the eval/* metrics
+                               of config.eval.metrics (tensorboardX)
   workdir/samples/step_N.png   colourised label | real edge | I'_e | I' | I'' | real (EMA generator)
   workdir/checkpoints/N/       state, data iterator position, config
 """
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import time
 from typing import Any, Callable, Iterator
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
 from ecgan_jax import configuration
+from ecgan_jax.data import pipeline
+from ecgan_jax.evaluation import runner as eval_runner
 from ecgan_jax.evaluation import samples
-from ecgan_jax.models import check_model_config
-from ecgan_jax.models import semantics as semantics_lib
-from ecgan_jax.training import checkpointing, logging_utils, parallel
+from ecgan_jax.models import count_tree
+from ecgan_jax.models.generate import generate
+from ecgan_jax.training import checkpointing, logging_utils, parallel, setup as setup_lib
 from ecgan_jax.training import state as state_lib
-from ecgan_jax.training import step as step_lib
 
 log = logging.getLogger(__name__)
 NUM_SAMPLES = 4
-
-
-def check_config(config: Any, num_devices: int) -> None:
-  """validate_config + model checks + training checks; ConfigError names the field."""
-  check_model_config(config)
-  t = config.train
-  if t.batch_size % num_devices:
-    raise configuration.ConfigError(
-        f'config.train.batch_size={t.batch_size} is not divisible by the {num_devices} devices')
-  for name in ('num_steps', 'log_every', 'checkpoint_every', 'keep_checkpoints'):
-    if int(t[name]) < 1:
-      raise configuration.ConfigError(f'config.train.{name}={t[name]} must be >= 1')
-  if config.optim.get('optimizer', 'adam') not in state_lib.OPTIMIZERS:
-    raise configuration.ConfigError(
-        f'config.optim.optimizer={config.optim.optimizer!r} is not one of {list(state_lib.OPTIMIZERS)}')
-  if config.loss.get('contrastive_gather', 'anchors') not in step_lib.GATHER_MODES:
-    raise configuration.ConfigError(
-        f'config.loss.contrastive_gather={config.loss.contrastive_gather!r} is not one of '
-        f'{list(step_lib.GATHER_MODES)}')
 
 
 def _setup_file_logging(workdir: str) -> logging.Handler | None:
@@ -69,46 +50,6 @@ def _setup_file_logging(workdir: str) -> logging.Handler | None:
   return handler
 
 
-def load_frozen(config: Any, models: state_lib.Models) -> dict:
-  """Frozen networks: {'vgg': VGG19 params} from config.model.vgg_checkpoint, else random init
-  (seeded, so a resumed run gets the same weights), logged as such."""
-  path = config.model.get('vgg_checkpoint')
-  if path:
-    from ecgan_jax.convert import load_vgg19_params  # pylint: disable=import-outside-toplevel
-    log.info('VGG19 perceptual loss: pretrained weights from %s', path)
-    return {'vgg': load_vgg19_params(path)['params']}
-  log.warning('VGG19 perceptual loss: NO weights given (config.model.vgg_checkpoint); using a '
-              'RANDOMLY INITIALISED VGG19 (fixed seed). Fine for tests and the demo, not for '
-              'reproducing the paper.')
-  rng = jax.random.fold_in(jax.random.PRNGKey(int(config.train.seed)), 0x76676731)
-  params = jax.jit(lambda k: models.vgg.init(k, jnp.zeros((1, 32, 32, 3)))['params'])(rng)
-  return {'vgg': params}
-
-
-def initial_state(config: Any, init_models: state_lib.Models,
-                  optimizers: state_lib.Optimizers) -> state_lib.TrainState:
-  """A fresh TrainState on the host; the label generator loaded from its checkpoint if given."""
-  rng = jax.random.PRNGKey(int(config.train.seed))
-  create = functools.partial(state_lib.create_train_state, config, models=init_models,
-                             optimizers=optimizers)
-  state = checkpointing.to_host(jax.jit(create)(rng))
-  path = config.model.get('label_generator_checkpoint')
-  if path and config.loss.use_similarity:
-    from ecgan_jax.convert import load_segformer_params  # pylint: disable=import-outside-toplevel
-    variables = load_segformer_params(path, config.model.label_generator)
-    params = variables['params']
-    l_state = {k: v for k, v in variables.items() if k != 'params'}
-    want = jax.tree.map(np.shape, (state.l_params, state.l_state))
-    got = jax.tree.map(np.shape, (params, l_state))
-    if want != got:
-      raise ValueError(f'Label generator checkpoint {path!r} does not fit SegFormer-'
-                       f'{config.model.label_generator} with {configuration.num_classes(config)} '
-                       'labels (shapes differ)')
-    state = state.replace(l_params=checkpointing.to_host(params),
-                          l_state=checkpointing.to_host(l_state))
-  return state
-
-
 def _log_setup(config: Any, state: state_lib.TrainState, runner: parallel.ParallelStep) -> None:
   if state_lib.label_generator_trained_online(config):
     if config.loss.use_similarity:
@@ -120,8 +61,8 @@ def _log_setup(config: Any, state: state_lib.TrainState, runner: parallel.Parall
     log.info('Label generator G_l: frozen SegFormer-%s from %s', config.model.label_generator,
              config.model.label_generator_checkpoint)
   log.info('Parameters: generator %s, discriminator %s, label generator %s',
-           f'{state_lib.count_params(state.g_params):,}', f'{state_lib.count_params(state.d_params):,}',
-           f'{state_lib.count_params(state.l_params):,}')
+           f'{count_tree(state.g_params):,}', f'{count_tree(state.d_params):,}',
+           f'{count_tree(state.l_params):,}')
   log.info('Devices: %d global (%d local, process %d of %d), parallelism %s, global batch %d',
            runner.num_devices, runner.num_local_devices, jax.process_index(), jax.process_count(),
            runner.parallelism, config.train.batch_size)
@@ -131,7 +72,6 @@ class Sampler:
   """Fixed validation examples -> grid images and reconstruction error of I'' (one device)."""
 
   def __init__(self, config: Any, init_models: state_lib.Models):
-    from ecgan_jax.data import pipeline  # pylint: disable=import-outside-toplevel
     n = NUM_SAMPLES
     it = pipeline.make_eval_iterator(config, 1, process_index=0, process_count=1, num_examples=n,
                                      batch_size=n)
@@ -140,22 +80,13 @@ class Sampler:
       it.close()
     self.batch = {k: np.asarray(v)[0] for k, v in batch.items()}  # drop the device axis
     self.num_classes = configuration.num_classes(config)
-    generator = init_models.generator
-    num_classes = self.num_classes
-    multimodal = config.model.multimodal
-    z_dim = int(config.model.z_dim)
 
     @jax.jit
-    def generate(g_params, g_state, label, instance, key):
-      sem = semantics_lib.one_hot_semantics(label, num_classes, instance)
-      z = None
-      if multimodal == 'vae':
-        z = jax.random.normal(key, (label.shape[0], z_dim))
-      out = generator.apply({'params': g_params['generator'], **g_state['generator']}, sem, z,
-                            train=False, rngs={'noise': key})
+    def sample(params, g_state, label, instance, key):
+      out, _ = generate(init_models, params, g_state, label, instance, key=key, train=False)
       return {k: out[k] for k in ('image', 'coarse_image', 'edge')}
 
-    self._generate = generate
+    self._generate = sample
 
   def __call__(self, params: Any, g_state: Any) -> tuple[np.ndarray, dict[str, float]]:
     b = self.batch
@@ -184,17 +115,10 @@ def train(config: Any, workdir: str, *, train_iterator: Iterator | None = None,
   """
   os.makedirs(workdir, exist_ok=True)
   file_handler = _setup_file_logging(workdir)
-  parallelism = config.train.parallelism
-  num_devices = jax.device_count()
-  check_config(config, num_devices)
+  run = setup_lib.build(config, jax.device_count())
   is_main = jax.process_index() == 0
-
-  init_models = state_lib.build_models(config, axis_name=None)
-  models = state_lib.build_models(config, axis_name=parallel.AXIS)
-  optimizers = state_lib.make_optimizers(config)
-  runner = parallel.ParallelStep(step_lib.make_train_step(config, models, optimizers), parallelism)
+  runner = run.runner()
   if train_iterator is None:
-    from ecgan_jax.data import pipeline  # pylint: disable=import-outside-toplevel
     train_iterator = pipeline.make_train_iterator(config, runner.num_local_devices)
 
   ckpt = checkpointing.Checkpointer(
@@ -204,27 +128,20 @@ def train(config: Any, workdir: str, *, train_iterator: Iterator | None = None,
   writer = logging_utils.MetricWriter(os.path.join(workdir, 'tensorboard'), enabled=is_main)
   progress = None
   try:
-    abstract = jax.eval_shape(functools.partial(
-        state_lib.create_train_state, config, models=init_models, optimizers=optimizers),
-        jax.random.PRNGKey(0))
     latest = ckpt.latest_step()
     if latest is not None:
-      host_state = ckpt.restore(abstract, data_iterator=train_iterator)
+      host_state = ckpt.restore(run.abstract_state(), data_iterator=train_iterator)
       log.info('Resumed from step %d of %s', latest, ckpt.directory)
     else:
-      host_state = initial_state(config, init_models, optimizers)
+      host_state = run.initial_state()
       log.info('Starting a new run in %s', workdir)
     _log_setup(config, host_state, runner)
-    frozen = runner.put_replicated(load_frozen(config, init_models))
+    frozen = runner.put_replicated(run.frozen())
     step = int(host_state.step)
     state = runner.put_replicated(host_state)
     del host_state
     sample_every = int(config.train.sample_every)  # 0 disables sample grids
-    sampler = Sampler(config, init_models) if is_main and sample_every > 0 else None
-    lr_g = state_lib.learning_rate_schedule(config.optim.lr_g, config.train.num_steps,
-                                            config.optim.decay_second_half)
-    lr_d = state_lib.learning_rate_schedule(config.optim.lr_d, config.train.num_steps,
-                                            config.optim.decay_second_half)
+    sampler = Sampler(config, run.init_models) if is_main and sample_every > 0 else None
 
     def write_samples(state, step):
       if sampler is None:
@@ -239,6 +156,18 @@ def train(config: Any, workdir: str, *, train_iterator: Iterator | None = None,
       writer.scalars(step, l1)
       log.info('step %d: samples written; L1(I\'\', real) EMA %.4f, raw %.4f', step,
                l1['eval/l1_final'], l1['eval/l1_final_raw'])
+
+    eval_every = int(config.train.get('eval_every', 0))  # 0 disables periodic evaluation
+    evaluator = eval_runner.PeriodicEvaluator(config) if eval_every > 0 else None
+
+    def evaluate(state, step):
+      """config.eval.metrics of the EMA generator on eval.train_num_examples validation images
+      (every process takes part; reads the state only, so resuming stays bit-exact)."""
+      host = runner.get_replicated({'ema': state.ema_params, 'g_state': state.g_state})
+      results = evaluator({'params': host['ema']['generator'], **host['g_state']['generator']})
+      writer.scalars(step, {f'eval/{k}': v for k, v in results.items()})
+      log.info('step %d: evaluation on %d validation images: %s', step, evaluator.num_examples,
+               ', '.join(f'{k} {v:.4g}' for k, v in sorted(results.items())))
 
     if step == 0:
       write_samples(state, 0)
@@ -283,12 +212,13 @@ def train(config: Any, workdir: str, *, train_iterator: Iterator | None = None,
         if log_now and done is not None:
           elapsed = time.time() - t_log
           scalars = dict(done[1])
-          scalars.update({'train/steps_per_sec': steps_since_log / max(elapsed, 1e-9),
-                          'train/lr_g': float(lr_g(step - 1)), 'train/lr_d': float(lr_d(step - 1))})
+          scalars['train/steps_per_sec'] = steps_since_log / max(elapsed, 1e-9)
           writer.scalars(step, scalars)
           t_log, steps_since_log = time.time(), 0
         if sample_every > 0 and (step % sample_every == 0 or step == num_steps):
           write_samples(state, step)
+        if evaluator is not None and (step % eval_every == 0 or step == num_steps):
+          evaluate(state, step)
         if save:
           ckpt.save(step, runner.get_replicated(state), data_iterator=train_iterator,
                     config=config)

@@ -190,22 +190,43 @@ def test_multiscale_and_cross_scale_jit_equal_and_grads_finite():
   labels, embs = _multiscale_inputs(seed=7)
   key = jax.random.PRNGKey(3)
   kw = dict(num_classes=4, anchors_per_class=4, max_classes=3)
-  bank = jax.jit(lambda e, l: losses.update_memory_bank(
-      losses.init_memory_bank(4, 8, 8), key, e, l, pixels_per_class=2))(
-          embs['s4'], labels[:, ::4, ::4])
+  banks = _banks(embs, labels, key)
 
-  def f(e, bank=None):
-    return (losses.multiscale_contrastive_loss(key, e, labels, bank=bank, bank_samples_per_class=4,
-                                               chunk_size=5 if bank else None, **kw)
+  def f(e, banks=None):
+    return (losses.multiscale_contrastive_loss(key, e, labels, banks=banks,
+                                               bank_samples_per_class=4,
+                                               chunk_size=5 if banks else None, **kw)
             + losses.cross_scale_contrastive_loss(key, e, labels, **kw))
 
   np.testing.assert_allclose(float(jax.jit(f)(embs)), float(f(embs)), rtol=1e-6)
   with_bank = jax.jit(jax.value_and_grad(f))
-  val, g = with_bank(embs, bank)
+  val, g = with_bank(embs, banks)
   assert np.isfinite(float(val)) and float(val) != float(jax.jit(f)(embs))
   for k, v in g.items():
     assert np.all(np.isfinite(v)), k
   assert np.any(np.asarray(g['s1']) != 0) and np.any(np.asarray(g['s16']) != 0)
+
+
+def _banks(embs, labels, key):
+  """One bank per stride, each filled from that stride's embeddings."""
+  update = jax.jit(lambda e, l: losses.update_memory_bank(
+      losses.init_memory_bank(4, 8, 8), key, e, l, pixels_per_class=2))
+  return {k: update(e, losses.downsample_labels(labels, e.shape[1:3])) for k, e in embs.items()}
+
+
+def test_a_stride_s_anchor_is_contrasted_only_with_the_stride_s_bank():
+  labels, embs = _multiscale_inputs(seed=7)
+  key = jax.random.PRNGKey(3)
+  banks = _banks(embs, labels, key)
+  flip = lambda b: b.replace(pixel_queue=-b.pixel_queue, segment_queue=-b.segment_queue)
+  loss = jax.jit(lambda banks: losses.multiscale_contrastive_loss(
+      key, embs, labels, num_classes=4, anchors_per_class=4, max_classes=3, strides=(1, 4),
+      weights=(0.0, 1.0), banks=banks, bank_samples_per_class=4))  # only the stride-4 term counts
+  base = float(loss(banks))
+  assert float(loss({**banks, 's1': flip(banks['s1']), 's8': flip(banks['s8'])})) == base
+  assert float(loss({**banks, 's4': flip(banks['s4'])})) != base
+  with pytest.raises(ValueError, match='no bank for stride 4'):
+    loss({'s1': banks['s1']})
 
 
 def test_multiscale_missing_scale_or_bad_weights_raise():

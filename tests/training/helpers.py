@@ -60,15 +60,8 @@ def train_args(workdir: str, arg: str = 'tiny', extra: tuple[str, ...] = ()) -> 
 
 def restore_host_state(config, workdir: str, step: int | None = None):
   """The TrainState saved in `workdir` (numpy leaves), restored onto the abstract state."""
-  import functools  # pylint: disable=import-outside-toplevel
-
-  import jax  # pylint: disable=import-outside-toplevel
-
-  from ecgan_jax.training import checkpointing  # pylint: disable=import-outside-toplevel
-  from ecgan_jax.training import state as state_lib  # pylint: disable=import-outside-toplevel
-  abstract = jax.eval_shape(functools.partial(
-      state_lib.create_train_state, config, models=state_lib.build_models(config, None),
-      optimizers=state_lib.make_optimizers(config)), jax.random.PRNGKey(0))
+  from ecgan_jax.training import checkpointing, setup  # pylint: disable=import-outside-toplevel
+  abstract = setup.build(config).abstract_state()
   with checkpointing.Checkpointer(os.path.join(workdir, 'checkpoints')) as ckpt:
     return ckpt.restore(abstract, step=step)
 

@@ -5,8 +5,7 @@ import subprocess
 import sys
 
 
-from ecgan_jax.training import state as state_lib
-from ecgan_jax.training import trainer
+from ecgan_jax.training import setup
 from tests.training import helpers
 from tests.training.multihost_worker import micro_multihost_config
 
@@ -35,8 +34,7 @@ def test_two_processes_of_four_devices_equal_one_process_of_eight(tmp_path):
   config = micro_multihost_config()
   a, b = helpers.restore_host_state(config, multi, 2), helpers.restore_host_state(config, single, 2)
   assert int(a.step) == int(b.step) == 2
-  init_models = state_lib.build_models(config, None)
-  start = trainer.initial_state(config, init_models, state_lib.make_optimizers(config))
+  start = setup.build(config).initial_state()
   for name in ('g_params', 'd_params', 'l_params', 'ema_params', 'bank', 'g_state'):
     helpers.assert_updates_close(getattr(a, name), getattr(b, name), getattr(start, name),
                                  rel=5e-3)

@@ -1,6 +1,5 @@
 """Optimisers (TTUR, b1/b2, SGD, second-half decay), EMA, train-state contents, distributed flags,
 sample-grid helpers: small pure functions, no step compile."""
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -9,7 +8,7 @@ import optax
 import pytest
 
 from ecgan_jax import configuration
-from ecgan_jax.training import distributed, logging_utils
+from ecgan_jax.training import distributed, logging_utils, setup
 from ecgan_jax.training import state as state_lib
 from tests.training import helpers
 
@@ -39,7 +38,7 @@ def test_optimizers_use_ttur_rates_and_config_betas():
   np.testing.assert_allclose(updates['w'], -1e-4 * np.asarray(grads['w']), rtol=1e-6)
   config.optim.optimizer = 'rmsprop'
   with pytest.raises(configuration.ConfigError, match='config.optim.optimizer'):
-    state_lib.make_optimizers(config)
+    configuration.validate_config(config)
 
 
 def test_adam_second_moment_uses_beta2_from_config():
@@ -71,9 +70,7 @@ def test_ema_update_moves_toward_params():
 
 def _abstract_state(arg):
   config = helpers.micro_config(arg)
-  return config, jax.eval_shape(functools.partial(
-      state_lib.create_train_state, config, models=state_lib.build_models(config, None),
-      optimizers=state_lib.make_optimizers(config)), jax.random.PRNGKey(0))
+  return config, setup.build(config).abstract_state()
 
 
 def test_train_state_holds_every_trained_part_for_the_full_model():
@@ -83,7 +80,9 @@ def test_train_state_holds_every_trained_part_for_the_full_model():
   assert 'batch_stats' in s.g_state['generator'] and 'batch_stats' in s.d_state
   assert s.l_params and jax.tree.structure(s.ema_params) == jax.tree.structure(s.g_params)
   nc = configuration.num_classes(config)
-  assert s.bank.pixel_queue.shape == (nc, config.loss.bank_size, config.model.proj_dim)
+  assert set(s.bank) == {f's{k}' for k in config.model.contrastive_strides}  # one bank per scale
+  for bank in s.bank.values():
+    assert bank.pixel_queue.shape == (nc, config.loss.bank_size, config.model.proj_dim)
   assert jax.tree.structure(s.g_opt) != jax.tree.structure(())
 
 
@@ -92,9 +91,7 @@ def test_train_state_drops_parts_that_an_ablation_switches_off():
   assert s.l_params == {} and s.bank == {}
   config = helpers.micro_config('tiny')
   config.model.multimodal = 'vae'
-  s = jax.eval_shape(functools.partial(
-      state_lib.create_train_state, config, models=state_lib.build_models(config, None),
-      optimizers=state_lib.make_optimizers(config)), jax.random.PRNGKey(0))
+  s = setup.build(config).abstract_state()
   assert set(s.g_params) == {'generator', 'style_encoder'}
 
 

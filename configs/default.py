@@ -74,6 +74,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.feature_channels = 64
   # Number n of edge/image feature layers joined by the attention-guided edge transfer G_t.
   c.model.edge_transfer_layers = 3
+  # Widths of those n conv layers in G_e and G_i; None derives feature_channels/2, /4, ... (32, 16,
+  # 8 for 64). The released ECGAN code hard-codes (32, 16, 8) whatever ngf; () with
+  # edge_transfer_layers=0 is SPADE's single output conv (docs/pretrained.md).
+  c.model.branch_widths = config_dict.placeholder(tuple)
   # Multi-modal synthesis: none | vae (style encoder + KL) | noise3d (OASIS-style 3D noise).
   c.model.multimodal = 'none'
   # Latent size of the VAE / noise channels.
@@ -99,6 +103,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Local VGG19 weights (torchvision-layout state_dict .pth/.safetensors or converted .msgpack).
   # Without them the perceptual loss uses a randomly initialised VGG and the log says so.
   c.model.vgg_checkpoint = config_dict.placeholder(str)
+  # Warm start: a SPADE / ECGAN checkpoint converted by launch/convert_weights.py (--kind=spade|
+  # ecgan). Its generator, discriminator (and style encoder) replace the fresh initialisation of
+  # a new run; the ECGAN++ parts it lacks (G_c, projection head, ...) keep theirs. Ignored on resume.
+  c.model.init_from = config_dict.placeholder(str)
 
   # ---------------------------------------------------------------- loss
   c.loss = ml_collections.ConfigDict()

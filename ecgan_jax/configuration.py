@@ -151,9 +151,17 @@ def _validate_model(config: Any) -> None:
   """Network widths and switches that the modules need (part of `validate_config`)."""
   m = config.model
   for name in ('ngf', 'ndf', 'spade_hidden', 'feature_channels', 'z_dim', 'proj_dim', 'num_D',
-               'n_layers_D', 'edge_transfer_layers'):
+               'n_layers_D'):
     if int(m[name]) < 1:
       raise ConfigError(f'config.model.{name}={m[name]} must be >= 1')
+  if m.edge_transfer_layers < 0:
+    raise ConfigError(f'config.model.edge_transfer_layers={m.edge_transfer_layers} must be >= 0')
+  if m.branch_widths is not None and (len(m.branch_widths) != m.edge_transfer_layers
+                                      or any(int(w) < 1 for w in m.branch_widths)):
+    raise ConfigError(
+        f'config.model.branch_widths={tuple(m.branch_widths)} must hold '
+        f'config.model.edge_transfer_layers={m.edge_transfer_layers} positive widths (set both, '
+        "e.g. branch_widths=() with edge_transfer_layers=0 for SPADE's single output conv)")
   if m.use_edge_transfer and not m.use_edge:
     raise ConfigError('config.model.use_edge_transfer=True needs config.model.use_edge=True '
                       '(G_t transfers the edge branch G_e into the image branch)')

@@ -1,32 +1,43 @@
-"""Converts a local pretrained backbone checkpoint to flax msgpack.
+"""Converts a local pretrained checkpoint to flax msgpack.
 
   python launch/convert_weights.py --kind=vgg19 --input=vgg19.pth --output=vgg19.msgpack
   python launch/convert_weights.py --kind=segformer --input=segformer-b0-folder/ \
       --output=segformer_b0.msgpack [--variant=b0]
+  python launch/convert_weights.py --kind=ecgan --input=checkpoints/ade20k/latest_net_G.pth \
+      --config=configs/ade20k.py --output=ecgan_ade20k.msgpack     # (or --kind=spade)
 
 Inputs are local files only (torchvision-layout VGG19 state_dict .pth/.safetensors; Hugging Face
-SegformerForSemanticSegmentation folder or .bin/.safetensors file). See docs/pretrained.md.
+SegformerForSemanticSegmentation folder or .bin/.safetensors file; a SPADE / ECGAN `*_net_G.pth`
+with its `_net_D` / `_net_E` siblings, or their checkpoint folder). SPADE / ECGAN weights are
+converted for the run `--config` describes; train it with --config.model.init_from=<output>.
+See docs/pretrained.md.
 """
 import os
 import sys
 
 from absl import app
 from absl import flags
+from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ecgan_jax import convert  # noqa: E402  (after the repo root is on sys.path)
 
-_KIND = flags.DEFINE_enum('kind', None, list(convert.KINDS), 'Which backbone the input holds.')
+_KIND = flags.DEFINE_enum('kind', None, list(convert.KINDS), 'Which network the input holds.')
 _INPUT = flags.DEFINE_string('input', None, 'Local checkpoint file or folder.')
 _OUTPUT = flags.DEFINE_string('output', None, 'Output .msgpack path.')
 _VARIANT = flags.DEFINE_string('variant', None, 'SegFormer only: require this variant (b0..b5).')
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'spade / ecgan only: config of the run to warm-start.', lock_config=True)
 flags.mark_flags_as_required(['kind', 'input', 'output'])
 
 
 def main(argv):
   del argv
-  path = convert.convert_file(_KIND.value, _INPUT.value, _OUTPUT.value, _VARIANT.value)
+  path = convert.convert_file(_KIND.value, _INPUT.value, _OUTPUT.value, _VARIANT.value,
+                              _CONFIG.value)
+  if _KIND.value in ('spade', 'ecgan'):
+    print(convert.converted_summary(path))
   print(f'Wrote {path}')
 
 

@@ -28,6 +28,16 @@ def branch_widths(feature_channels: int, n: int) -> tuple[int, ...]:
   return tuple(max(feature_channels // 2 ** (j + 1), 4) for j in range(n))
 
 
+def config_branch_widths(config: Any) -> tuple[int, ...]:
+  """G_e / G_i widths of a config: config.model.branch_widths if set (the released ECGAN code
+  hard-codes (32, 16, 8) whatever ngf; () is SPADE's single output conv), else derived from
+  feature_channels and edge_transfer_layers."""
+  m = config.model
+  if m.branch_widths is not None:
+    return tuple(int(w) for w in m.branch_widths)
+  return branch_widths(int(m.feature_channels), int(m.edge_transfer_layers))
+
+
 def edge_transfer(image_feature: jax.Array, edge_feature: jax.Array) -> jax.Array:
   """G_t: F_i <- sigmoid(F_e) * F_i + F_i (feature level) and Eq. 1 (content level)."""
   return jax.nn.sigmoid(edge_feature) * image_feature + image_feature
@@ -254,6 +264,7 @@ class ECGANGenerator(nn.Module):
   spectral_norm: str = 'reference'
   feature_channels: int = 64
   edge_transfer_layers: int = 3
+  branch_widths: tuple[int, ...] | None = None  # None: branch_widths(feature_channels, n)
   multimodal: str = 'none'
   z_dim: int = 256
   proj_dim: int = 128
@@ -289,7 +300,8 @@ class ECGANGenerator(nn.Module):
         self.multimodal, self.spade_hidden, self.param_free_norm, self.spectral_norm, self.remat,
         self.axis_name, self.dtype, name='trunk')(cond, z if self.multimodal == 'vae' else None,
                                                   train)
-    widths = branch_widths(self.feature_channels, self.edge_transfer_layers)
+    widths = (branch_widths(self.feature_channels, self.edge_transfer_layers)
+              if self.branch_widths is None else self.branch_widths)
     edge_feats, edge = None, None
     if self.use_edge:
       edge_feats, edge = EdgeBranch(widths, self.spectral_norm, self.dtype, name='edge_branch')(
@@ -348,6 +360,7 @@ def build_generator(config: Any, axis_name: str | None = None) -> ECGANGenerator
       spectral_norm=m.spectral_norm,
       feature_channels=int(m.feature_channels),
       edge_transfer_layers=int(m.edge_transfer_layers),
+      branch_widths=config_branch_widths(config),
       multimodal=m.multimodal,
       z_dim=int(m.z_dim),
       proj_dim=int(m.proj_dim),

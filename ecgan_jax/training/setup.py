@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ecgan_jax import configuration, models as models_lib
-from ecgan_jax.convert import load_segformer_params, load_vgg19_params
+from ecgan_jax.convert import load_segformer_params, load_vgg19_params, spade_ecgan
 from ecgan_jax.models import segformer, vgg
 from ecgan_jax.models.layers import to_dtype
 from ecgan_jax.training import checkpointing, parallel, state as state_lib, step as step_lib
@@ -76,11 +76,18 @@ def load_label_generator(config: Any, state: state_lib.TrainState) -> state_lib.
                        l_state=checkpointing.to_host(l_state))
 
 
-# Pretrained parts of a fresh state, applied in order by `Setup.initial_state`. A warm start
-# (e.g. config.model.init_from: converted SPADE/ECGAN G and D) goes here as another
-# (config, state) -> state function that replaces parts of state.g_params / d_params / d_state.
+def load_init_from(config: Any, state: state_lib.TrainState) -> state_lib.TrainState:
+  """Warm start from config.model.init_from (a converted SPADE / ECGAN G, D, E): those networks
+  replace their fresh initialisation; G_c, the projection head, ... keep theirs."""
+  if not config.model.init_from:
+    return state
+  return checkpointing.to_host(spade_ecgan.apply_init_from(state, config.model.init_from))
+
+
+# Pretrained parts of a fresh state, applied in order by `Setup.initial_state`: each a
+# (config, state) -> state function that replaces parts of the fresh state.
 PRETRAINED: tuple[Callable[[Any, state_lib.TrainState], state_lib.TrainState], ...] = (
-    load_label_generator,)
+    load_label_generator, load_init_from)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,7 +26,8 @@ from ecgan_jax import convert  # noqa: E402  (after the repo root is on sys.path
 _KIND = flags.DEFINE_enum('kind', None, list(convert.KINDS), 'Which network the input holds.')
 _INPUT = flags.DEFINE_string('input', None, 'Local checkpoint file or folder.')
 _OUTPUT = flags.DEFINE_string('output', None, 'Output .msgpack path.')
-_VARIANT = flags.DEFINE_string('variant', None, 'SegFormer only: require this variant (b0..b5).')
+_VARIANT = flags.DEFINE_string(
+    'variant', None, 'SegFormer: require this variant (b0..b5); LPIPS: the backbone (alex | vgg).')
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'spade / ecgan only: config of the run to warm-start.', lock_config=True)
 flags.mark_flags_as_required(['kind', 'input', 'output'])

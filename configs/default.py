@@ -192,6 +192,48 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.async_checkpointing = True
   # Stop on a NaN/inf loss (keeping the last good checkpoint).
   c.train.halt_on_nonfinite = True
+  # Evaluate the EMA generator with config.eval.metrics every N steps on
+  # config.eval.train_num_examples validation images, logged to TensorBoard (0 disables).
+  c.train.eval_every = 0
+
+  # ---------------------------------------------------------------- eval
+  # launch/evaluate.py and periodic evaluation during training (docs/evaluation.md).
+  c.eval = ml_collections.ConfigDict()
+  # Metrics to compute: any of fid, kid (FID Inception features), miou (segmenter: mIoU, pixel
+  # accuracy, per-class IoU, Cityscapes small objects), lpips_diversity (multimodal models only).
+  c.eval.metrics = ('fid', 'kid', 'miou')
+  # Validation images evaluated by launch/evaluate.py (None = the whole split).
+  c.eval.num_examples = config_dict.placeholder(int)
+  # Validation images used by periodic evaluation during training (train.eval_every).
+  c.eval.train_num_examples = 64
+  # Global evaluation batch size (divisible by the device count).
+  c.eval.batch_size = 8
+  # pytorch-fid's pt_inception-2015-12-05-*.pth or a converted .msgpack. Without it FID/KID use a
+  # RANDOMLY INITIALISED Inception (the log says so): numbers only comparable within a run.
+  c.eval.inception_checkpoint = config_dict.placeholder(str)
+  # pytorch-fid-format .npz (mu, sigma) of the real validation images at the eval resolution; if
+  # unset they are computed from the split and written to workdir/eval/fid_stats_<N>.npz.
+  c.eval.fid_stats = config_dict.placeholder(str)
+  # KID: random subsets and subset size (capped at the number of images).
+  c.eval.kid_subsets = 100
+  c.eval.kid_subset_size = 1000
+  # Segmenter for mIoU / accuracy: a name in ecgan_jax.evaluation.evaluators.SEGMENTERS (segformer),
+  # its variant and a local checkpoint (HF SegFormer folder/.bin/.safetensors or converted .msgpack).
+  # Without a checkpoint the segmenter is RANDOMLY INITIALISED and the log says so.
+  c.eval.segmenter = 'segformer'
+  c.eval.segmenter_variant = 'b0'
+  c.eval.segmenter_checkpoint = config_dict.placeholder(str)
+  # LPIPS for the diversity score: backbone alex | vgg, backbone weights (torchvision-layout
+  # state_dict, a full lpips state_dict or a converted .msgpack) and the lpips package's linear heads.
+  c.eval.lpips_net = 'alex'
+  c.eval.lpips_checkpoint = config_dict.placeholder(str)
+  c.eval.lpips_heads = config_dict.placeholder(str)
+  # LPIPS diversity (OASIS protocol): label maps used and samples per map.
+  c.eval.diversity_maps = 50
+  c.eval.diversity_samples = 20
+  # Write every generated image as PNG plus index.html (launch/evaluate.py).
+  c.eval.write_images = True
+  c.eval.seed = 0
 
   c.ablation = 'B8'
   return apply_args(c, arg)

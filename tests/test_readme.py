@@ -33,6 +33,10 @@ def commands():
           if l.strip() and not l.strip().startswith('#')]
 
 
+def _tiny(command: str) -> str:
+  return command.replace('--config=configs/synthetic.py ', '--config=configs/synthetic.py:tiny ')
+
+
 def sh(command, cwd, timeout=1800):
   env = {k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'XLA_FLAGS', 'VIRTUAL_ENV')}
   env['JAX_PLATFORMS'] = 'cpu'
@@ -55,7 +59,7 @@ def clone(tmp_path_factory):
       shutil.copy2(os.path.join(REPO, f), os.path.join(root, f))
   first = commands()[0]
   assert first.startswith('python3.11 -m venv .venv && source .venv/bin/activate && pip install')
-  tiny = first.replace('--config=configs/synthetic.py ', '--config=configs/synthetic.py:tiny ')
+  tiny = _tiny(first)
   assert tiny != first
   proc = sh(tiny, root)
   return root, proc.stdout + proc.stderr
@@ -86,7 +90,8 @@ def test_every_later_readme_command_runs_in_the_activated_venv(clone):
         _serve_until(server.replace('--port=8080', f'--port={_free_port()}'),
                      'ecgan-jax demo: http', root)
     else:
-      sh(f'source .venv/bin/activate && {command}', root)
+      # SUBSTITUTED: commands that name the demo's config read the tiny run command 1 trained.
+      sh(f'source .venv/bin/activate && {_tiny(command)}', root)
 
 
 def _serve_until(server: str, marker: str, root: str) -> None:

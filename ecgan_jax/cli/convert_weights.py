@@ -3,6 +3,10 @@
   ecgan-convert-weights --kind=vgg19 --input=vgg19.pth --output=vgg19.msgpack
   ecgan-convert-weights --kind=segformer --input=segformer-b0-folder/ \
       --output=segformer_b0.msgpack [--variant=b0]
+  ecgan-convert-weights --kind=inception --input=pt_inception-2015-12-05-6726825d.pth \
+      --output=inception.msgpack
+  ecgan-convert-weights --kind=lpips --variant=alex --input=alexnet-owt-7be5be79.pth,alex.pth \
+      --output=lpips_alex.msgpack
   ecgan-convert-weights --kind=ecgan --input=checkpoints/ade20k/latest_net_G.pth \
       --config=configs/ade20k.py --output=ecgan_ade20k.msgpack     # (or --kind=spade)
 
@@ -21,7 +25,8 @@ from ecgan_jax.cli import common
 _KIND = flags.DEFINE_enum('kind', None, list(convert.KINDS), 'Which network the input holds.')
 _INPUT = flags.DEFINE_string('input', None, 'Local checkpoint file or folder.')
 _OUTPUT = flags.DEFINE_string('output', None, 'Output .msgpack path.')
-_VARIANT = flags.DEFINE_string('variant', None, 'SegFormer only: require this variant (b0..b5).')
+_VARIANT = flags.DEFINE_string(
+    'variant', None, 'SegFormer: require this variant (b0..b5); LPIPS: the backbone (alex | vgg).')
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'spade / ecgan only: config of the run to warm-start.', lock_config=True)
 flags.mark_flags_as_required(['kind', 'input', 'output'])

@@ -257,11 +257,13 @@ class _CentreCrop:
 
 def build_eval_dataset(config: Any, num_local_devices: int, process_index: int | None = None,
                        process_count: int | None = None, num_examples: int | None = None,
-                       batch_size: int | None = None) -> grain.IterDataset:
+                       batch_size: int | None = None, with_keys: bool = False
+                       ) -> grain.IterDataset:
   """The evaluation pipeline: the first `num_examples` of the val split (default
   config.dataset.eval_num_examples, else all), no shuffle, no random crop or flip, no repeat; the
   examples are split over processes and every process yields the same number of batches, the
-  last padded with blank examples marked 'valid' False."""
+  last padded with blank examples marked 'valid' False. `with_keys`: batches also carry 'key', the
+  examples' file stems (numpy strings, '' for padding; keep them off the device)."""
   d = config.dataset
   pi, pc = _process_index_and_count(process_index, process_count)
   host_batch = _host_batch(int(batch_size or config.train.batch_size), pc, num_local_devices)
@@ -280,19 +282,34 @@ def build_eval_dataset(config: Any, num_local_devices: int, process_index: int |
   load = LoadExample(source, prepare, d.on_bad_example, max(1, len(shard)))
   ds = grain.MapDataset.range(num_batches * host_batch)
   ds = ds.map(EvalLoad(load, shard, geom, not d.no_instance))
-  ds = ds.map(_CentreCrop(geom)).map(transforms.Finalize())
+  ds = ds.map(_CentreCrop(geom)).map(transforms.Finalize(keep_key=with_keys))
   ds = ds.to_iter_dataset(_read_options(host_batch))
   ds = ds.batch(host_batch, drop_remainder=True)
   ds = ds.map(transforms.SplitDevices(num_local_devices))
   return _prefetch(ds, d.num_workers)
 
 
+def eval_num_batches(config: Any, num_local_devices: int, process_count: int | None = None,
+                     num_examples: int | None = None, batch_size: int | None = None) -> int:
+  """Batches each process's eval iterator yields (as `build_eval_dataset`; for progress bars)."""
+  _, pc = _process_index_and_count(None, process_count)
+  host_batch = _host_batch(int(batch_size or config.train.batch_size), pc, num_local_devices)
+  source, _ = _source_and_prepare(config, 'val', transforms.geometry(config, train=False))
+  n = len(source)
+  if num_examples is None:
+    num_examples = config.dataset.get('eval_num_examples')
+  if num_examples is not None:
+    n = min(n, int(num_examples))
+  return math.ceil(math.ceil(n / pc) / host_batch)
+
+
 def make_eval_iterator(config: Any, num_local_devices: int, process_index: int | None = None,
                        process_count: int | None = None, num_examples: int | None = None,
-                       batch_size: int | None = None) -> grain.DatasetIterator:
+                       batch_size: int | None = None, with_keys: bool = False
+                       ) -> grain.DatasetIterator:
   """Deterministic, finite iterator of eval batches (see `build_eval_dataset`)."""
   return iter(build_eval_dataset(config, num_local_devices, process_index, process_count,
-                                 num_examples, batch_size))
+                                 num_examples, batch_size, with_keys))
 
 
 def prepare_dataset(config: Any, directory: str, splits: tuple[str, ...] = ('train', 'val'),

@@ -160,10 +160,14 @@ class RandomCropFlip:
 class Finalize:
   """Converts to the training contract: 'image' float32 [H, W, 3] in [-1, 1], 'label' int32
   [H, W], 'edge' float32 [H, W, 1] in {-1, +1}, 'instance' float32 [H, W, 1] boundary map in
-  {0, 1} (if used), 'valid' bool (eval padding flag, if present). Drops the example key."""
+  {0, 1} (if used), 'valid' bool (eval padding flag, if present). Drops the example key unless
+  `keep_key` (evaluation: output files are named after the label maps)."""
+
+  def __init__(self, keep_key: bool = False):
+    self.keep_key = keep_key
 
   def __repr__(self) -> str:
-    return 'Finalize()'
+    return f'Finalize(keep_key={self.keep_key})' if self.keep_key else 'Finalize()'
 
   def __call__(self, ex: dict | None) -> dict | None:
     if ex is None:
@@ -177,6 +181,8 @@ class Finalize:
       out['instance'] = instance_boundaries(ex['instance'])
     if 'valid' in ex:
       out['valid'] = np.bool_(ex['valid'])
+    if self.keep_key:
+      out['key'] = np.str_(ex.get('key', ''))
     return out
 
 

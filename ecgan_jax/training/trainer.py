@@ -8,8 +8,9 @@ on a NaN/inf loss (the last good checkpoint stays the newest), and writes:
   workdir/train.log            the log (process 0): one line per log interval with every loss term,
                                warnings, the error that stopped the run
   workdir/bad_examples.txt     bad examples found by the data check or while reading (if any)
-  workdir/tensorboard/         scalars (losses, gradient/parameter norms, learning rates, it/s) and
-                               sample grids (tensorboardX)
+  workdir/tensorboard/         scalars (losses, gradient/parameter norms, learning rates, it/s),
+                               sample grids and, every train.eval_every steps, the eval/* metrics
+                               of config.eval.metrics (tensorboardX)
   workdir/samples/step_N.png   colourised label | real edge | I'_e | I' | I'' | real (EMA generator)
   workdir/checkpoints/N/       state, data iterator position, config
 """
@@ -26,6 +27,8 @@ from jax.experimental import multihost_utils
 
 from ecgan_jax import configuration
 from ecgan_jax.data import pipeline
+from ecgan_jax.evaluation import runner as eval_runner
+from ecgan_jax.evaluation import samples
 from ecgan_jax.models import count_tree
 from ecgan_jax.models.generate import generate
 from ecgan_jax.training import checkpointing, logging_utils, parallel, setup as setup_lib
@@ -91,7 +94,7 @@ class Sampler:
     b = self.batch
     out = jax.device_get(self._generate(params, g_state, b['label'], b.get('instance'),
                                         jax.random.PRNGKey(0)))
-    grid = logging_utils.sample_grid(b['label'], b['edge'], out['edge'], out['coarse_image'],
+    grid = samples.sample_grid(b['label'], b['edge'], out['edge'], out['coarse_image'],
                                      out['image'], b['image'], self.num_classes)
     l1 = {'eval/l1_final': float(np.mean(np.abs(out['image'] - b['image']))),
           'eval/l1_coarse': float(np.mean(np.abs(out['coarse_image'] - b['image'])))}
@@ -153,11 +156,23 @@ def train(config: Any, workdir: str, *, train_iterator: Iterator | None = None,
       grid, l1 = sampler(host['ema'], host['g_state'])
       _, l1_raw = sampler(host['raw'], host['g_state'])
       l1.update({k + '_raw': v for k, v in l1_raw.items()})
-      logging_utils.save_png(os.path.join(workdir, 'samples', f'step_{step:07d}.png'), grid)
+      samples.save_png(os.path.join(workdir, 'samples', f'step_{step:07d}.png'), grid)
       writer.image(step, 'samples/label|edge|fake_edge|coarse|final|real', grid)
       writer.scalars(step, l1)
       log.info('step %d: samples written to %s; L1(I\'\', real) EMA %.4f, raw %.4f', step,
                os.path.join(workdir, 'samples'), l1['eval/l1_final'], l1['eval/l1_final_raw'])
+
+    eval_every = int(config.train.get('eval_every', 0))  # 0 disables periodic evaluation
+    evaluator = eval_runner.PeriodicEvaluator(config) if eval_every > 0 else None
+
+    def evaluate(state, step):
+      """config.eval.metrics of the EMA generator on eval.train_num_examples validation images
+      (every process takes part; reads the state only, so resuming stays bit-exact)."""
+      host = runner.get_replicated({'ema': state.ema_params, 'g_state': state.g_state})
+      results = evaluator({'params': host['ema']['generator'], **host['g_state']['generator']})
+      writer.scalars(step, {f'eval/{k}': v for k, v in results.items()})
+      log.info('step %d: evaluation on %d validation images: %s', step, evaluator.num_examples,
+               ', '.join(f'{k} {v:.4g}' for k, v in sorted(results.items())))
 
     if step == 0:
       write_samples(state, 0)
@@ -208,6 +223,8 @@ def train(config: Any, workdir: str, *, train_iterator: Iterator | None = None,
           t_log, steps_since_log = time.time(), 0
         if sample_every > 0 and (step % sample_every == 0 or step == num_steps):
           write_samples(state, step)
+        if evaluator is not None and (step % eval_every == 0 or step == num_steps):
+          evaluate(state, step)
         if save:
           ckpt.save(step, runner.get_replicated(state), data_iterator=train_iterator,
                     config=config)

@@ -26,16 +26,26 @@ def _data_state(workdir, step):
     return json.load(f)
 
 
+# Periodic evaluation (mIoU with a random SegFormer on 2 validation images) every 2 steps: it must
+# reach TensorBoard and must not disturb the bit-exact resume.
+EVAL_FLAGS = ('--config.train.eval_every=2', "--config.eval.metrics=('miou',)",
+              '--config.eval.train_num_examples=2', '--config.eval.batch_size=2')
+
+
 def test_sigkill_then_resume_equals_uninterrupted_run_bit_for_bit(tmp_path):
   env = helpers.subprocess_env(2)
   ref, run = str(tmp_path / 'ref'), str(tmp_path / 'run')
-  helpers.run_python(helpers.train_args(ref), env)  # 4 steps, checkpoints at 2 and 4
+  # 4 steps, checkpoints and evaluations at 2 and 4
+  first = helpers.run_python(helpers.train_args(ref, extra=EVAL_FLAGS), env)
+  assert first.stderr.count('evaluation on 2 validation images: accuracy') == 2, first.stderr[-3000:]
+  events = [os.path.join(ref, 'tensorboard', f) for f in os.listdir(os.path.join(ref, 'tensorboard'))]
+  assert any(b'eval/miou' in open(f, 'rb').read() for f in events)
   killed = helpers.run_python(['tests/training/kill_after.py', '3', '2',
-                               *helpers.train_args(run)[1:]], env, check=False)
+                               *helpers.train_args(run, extra=EVAL_FLAGS)[1:]], env, check=False)
   assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
   assert 'KILLING at step 3 with SIGKILL' in killed.stdout
   assert _latest_step(run) == 2  # step 3 was computed but never saved
-  resumed = helpers.run_python(helpers.train_args(run), env)
+  resumed = helpers.run_python(helpers.train_args(run, extra=EVAL_FLAGS), env)
   assert 'Resumed from step 2' in resumed.stderr
   config = helpers.micro_config()
   a, b = helpers.restore_host_state(config, ref, 4), helpers.restore_host_state(config, run, 4)

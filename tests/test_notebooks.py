@@ -20,3 +20,4 @@ def test_notebook_runs(name, tmp_path, monkeypatch):
   if name == 'quickstart.ipynb':
     assert os.path.exists(tmp_path / 'run' / 'synthesized.png')
     assert os.listdir(tmp_path / 'run' / 'samples')
+    assert os.path.exists(tmp_path / 'run' / 'eval' / '4' / 'metrics.json')  # the evaluate cell

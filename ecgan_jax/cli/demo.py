@@ -135,6 +135,8 @@ def main(argv: list[str] | None = None) -> None:
     if len(argv) > 1 or not _WORKDIR.value:
       raise flags.Error('usage: demo --workdir=RUN [--config=FILE --host=H --port=P]')
     import ecgan_jax  # pylint: disable=import-outside-toplevel
+    from ecgan_jax import _runtime  # pylint: disable=import-outside-toplevel
+    _runtime.enable_compilation_cache()  # a second start loads the compiled generator
     synth = ecgan_jax.load(_WORKDIR.value, _STEP.value, config=_CONFIG.value)
   except (flags.Error, FileNotFoundError, ValueError) as e:
     sys.exit(f'error: {e}')

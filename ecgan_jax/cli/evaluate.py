@@ -34,7 +34,9 @@ def main(argv):
   logging.getLogger().setLevel(logging.INFO)
   config = _CONFIG.value
   configuration.validate_config(config)
+  from ecgan_jax import _runtime  # pylint: disable=import-outside-toplevel
   from ecgan_jax.evaluation import runner  # pylint: disable=import-outside-toplevel
+  _runtime.enable_compilation_cache()
   metrics = runner.evaluate(config, _WORKDIR.value, _STEP.value, num_examples=_NUM_EXAMPLES.value)
   print(runner.format_table(metrics), flush=True)
 

@@ -174,6 +174,8 @@ def main(argv: list[str] | None = None) -> None:
     if bool(_LABELS.value) == bool(_SPLIT.value):
       raise app.UsageError('give exactly one of --labels=DIR or --split=val')
     import ecgan_jax  # pylint: disable=import-outside-toplevel
+    from ecgan_jax import _runtime  # pylint: disable=import-outside-toplevel
+    _runtime.enable_compilation_cache()  # a second run loads the compiled generator
     synth = ecgan_jax.load(_WORKDIR.value, _STEP.value, use_ema=not _RAW.value,
                            config=_CONFIG.value)
     if _LABELS.value:

@@ -24,6 +24,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from ecgan_jax import configuration
+
 log = logging.getLogger(__name__)
 
 STATE, DATA, CONFIG = 'state', 'data', 'config'
@@ -109,7 +111,22 @@ class Checkpointer:
     items = {STATE: ocp.args.StandardRestore(target)}
     if data_iterator is not None:
       items[DATA] = grain.checkpoint.CheckpointRestore(data_iterator)
-    restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+    def mismatch(what):
+      return configuration.ConfigError(
+          f'The checkpoint of step {step} in {self.directory} does not fit this config (the saved '
+          f'state has other parts or shapes: {what}). Resume with the config it was trained '
+          'with, or start a new run with another --workdir.')
+
+    try:
+      restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+    except (ValueError, KeyError, TypeError) as e:  # the tree structures differ
+      raise mismatch(str(e).strip().splitlines()[0][:300] if str(e).strip()
+                     else type(e).__name__) from e
+    for (path, want), got in zip(jax.tree_util.tree_flatten_with_path(target)[0],
+                                 jax.tree.leaves(restored[STATE])):
+      if tuple(want.shape) != tuple(np.shape(got)):  # Orbax restores other shapes silently
+        raise mismatch(f'{jax.tree_util.keystr(path)} is saved as {tuple(np.shape(got))}, this '
+                       f'config needs {tuple(want.shape)}')
     log.info('Restored checkpoint step %d from %s', step, self.directory)
     return restored[STATE]
 

@@ -75,3 +75,19 @@ def test_shutdown_signal_turns_sigterm_into_flag():
     os.kill(os.getpid(), signal.SIGTERM)
     assert shutdown.requested and shutdown.signum == signal.SIGTERM
   assert signal.getsignal(signal.SIGTERM) is not shutdown._handle
+
+
+@pytest.mark.parametrize('change', ['missing_leaf', 'other_shape'])
+def test_restoring_a_checkpoint_of_another_config_names_the_folder_and_what_to_do(tmp_path, change):
+  from ecgan_jax import configuration  # pylint: disable=import-outside-toplevel
+  with checkpointing.Checkpointer(tmp_path / 'ckpt', async_checkpointing=False) as ckpt:
+    ckpt.save(2, _state(2))
+  target = _state(0)
+  if change == 'missing_leaf':
+    target['params']['extra'] = jnp.zeros((4,))
+  else:
+    target['params']['w'] = jnp.zeros((5, 2))
+  with checkpointing.Checkpointer(tmp_path / 'ckpt') as ckpt:
+    with pytest.raises(configuration.ConfigError, match='does not fit this config') as e:
+      ckpt.restore(jax.eval_shape(lambda: target))
+  assert str(tmp_path / 'ckpt') in str(e.value) and '--workdir' in str(e.value)

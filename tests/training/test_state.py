@@ -115,13 +115,15 @@ def test_sample_grid_tiles_label_edges_and_images():
   label = np.arange(n * h * w).reshape(n, h, w) % 3
   edge = np.where(np.arange(h * w).reshape(1, h, w, 1) % 2, 1.0, -1.0).repeat(n, 0)
   img = np.zeros((n, h, w, 3), np.float32)
-  grid = logging_utils.sample_grid(label, edge, None, img, img + 1.0, img - 1.0, 3)
-  assert grid.shape == (n * (h + 2) + 2, 6 * (w + 2) + 2, 3) and grid.dtype == np.uint8
+  grid = logging_utils.sample_grid(label, edge, None, img, img + 1.0, img - 1.0, 3,
+                                   class_image=img + 0.5)
+  assert grid.shape == (n * (h + 2) + 2, 7 * (w + 2) + 2, 3) and grid.dtype == np.uint8
   tile = lambda i, j: grid[2 + i * (h + 2):2 + i * (h + 2) + h, 2 + j * (w + 2):2 + j * (w + 2) + w]
   np.testing.assert_array_equal(tile(0, 0), logging_utils.colorize_labels(label[0], 3))
   assert set(np.unique(tile(1, 1))) == {0, 255}  # edges in black/white
   assert np.all(tile(0, 2) == 128)  # no I'_e (ablation B1): grey
-  assert np.all(tile(0, 4) == 255) and np.all(tile(0, 5) == 0)
+  assert np.all(tile(0, 4) == 191)  # I_g (0.5 -> 191)
+  assert np.all(tile(0, 5) == 255) and np.all(tile(0, 6) == 0)
 
 
 def test_first_nonfinite_names_the_term():

@@ -90,7 +90,9 @@ def test_cost_is_flat_from_6_to_151_classes():
   assert flops6 > 1e6
   print(f'G_c fwd+bwd at 32x32: {flops6:.3g} flops, {temp6} temp bytes (6 classes); '
         f'{flops151:.3g}, {temp151} (151 classes)')
-  assert flops151 <= 1.02 * flops6  # only the argmax over the class channels grows
+  # Only reading the one-hot map (argmax over its N channels: a few ops per element) grows with N;
+  # a decoder per class would multiply the cost by ~151/6.
+  assert flops151 - flops6 <= 10 * 32 * 32 * (151 - 6)
   assert temp151 <= 1.02 * temp6
 
 

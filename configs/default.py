@@ -91,8 +91,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.proj_dim = 128
   # Output strides of the trunk features fed to the projection head (contrastive learning).
   c.model.contrastive_strides = (1, 4, 8, 16)
-  # Static number K of present classes decoded by the class-specific generator per image.
-  c.model.class_specific_topk = 8
+  # How the class-specific image I_g (G_c, every present class) reaches the output: 'learned' fuses
+  # it with G_s's image by per-pixel softmax weights (as LGGAN) into the final I''; 'discriminator'
+  # keeps I'' as is and has D judge [S, I_g] as a further fake (weight 1 in D's and G's losses).
+  c.model.class_fusion = 'learned'
   # Discriminator: number of scales, layers per scale, base width.
   c.model.num_D = 2
   c.model.n_layers_D = 4
@@ -142,8 +144,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Anchors drawn per class per step (static budget, masked) and max classes sampled.
   c.loss.anchors_per_class = 16
   c.loss.max_anchor_classes = 16
-  # Gather embeddings across devices so anchors and positives come from different layouts.
-  c.loss.gather_across_devices = True
   # Segmented memory bank: rows T per class per queue, pixels K enqueued per class per image.
   c.loss.bank_size = 1024
   c.loss.bank_pixels_per_class = 10
@@ -264,7 +264,6 @@ def make_tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.model.feature_channels = 8
   c.model.z_dim = 16
   c.model.proj_dim = 16
-  c.model.class_specific_topk = 4
   c.model.num_D = 2
   c.model.n_layers_D = 3
   c.loss.bank_size = 32

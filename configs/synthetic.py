@@ -25,7 +25,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.spade_hidden = 32
   c.model.feature_channels = 16
   c.model.proj_dim = 32
-  c.model.class_specific_topk = 6
   c.model.n_layers_D = 3
   c.model.z_dim = 32
   c.loss.bank_size = 128

@@ -22,6 +22,7 @@ GAN_MODES = ('hinge', 'original', 'ls')
 DTYPES = ('float32', 'bfloat16')  # config.model.dtype: compute dtype (params stay float32)
 OPTIMIZERS = ('adam', 'sgd')
 CONTRASTIVE_GATHER = ('anchors', 'maps')
+CLASS_FUSION = ('learned', 'discriminator')  # how I_g reaches the output (model.class_fusion)
 MULTIMODAL = ('none', 'vae', 'noise3d')
 NORMS = ('batch', 'instance')
 SPECTRAL = ('reference', 'all', 'none')
@@ -129,8 +130,7 @@ def validate_config(config: Any) -> Any:
       if s not in tuple(m.contrastive_strides):
         raise ConfigError(f'config.loss.cross_scale_pairs uses stride {s}, which is not in '
                           f'config.model.contrastive_strides={tuple(m.contrastive_strides)}')
-  if m.class_specific_topk < 1:
-    raise ConfigError(f'config.model.class_specific_topk={m.class_specific_topk} must be >= 1')
+  _choice(config, 'model.class_fusion', m.class_fusion, CLASS_FUSION)
   _choice(config, 'loss.gan_mode', l.gan_mode, GAN_MODES)
   if l.temperature <= 0:
     raise ConfigError(f'config.loss.temperature={l.temperature} must be > 0')

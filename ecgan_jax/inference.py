@@ -28,7 +28,7 @@ from ecgan_jax.data import classes as classes_lib
 from ecgan_jax.data import transforms
 from ecgan_jax.models import generate as generate_lib
 from ecgan_jax.training import checkpointing
-from ecgan_jax.training import logging_utils
+from ecgan_jax.evaluation import samples
 from ecgan_jax.training import setup as setup_lib
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def config_from_checkpoint(ckpt: checkpointing.Checkpointer,
 def class_colors(config: Any) -> np.ndarray:
   """uint8 [num_classes, 3]: the dataset's colours where known (data/classes.py COLORS), else (and
   for the don't-care class) the pseudo-random palette of the training sample grids."""
-  palette = logging_utils.label_palette(configuration.num_classes(config)).copy()
+  palette = samples.label_palette(configuration.num_classes(config)).copy()
   known = classes_lib.COLORS.get(str(config.dataset.name), ())[:int(config.dataset.label_nc)]
   if known:
     palette[:len(known)] = np.asarray(known, np.uint8)

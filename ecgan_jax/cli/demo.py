@@ -64,7 +64,7 @@ def create_app(synth):
 
   from ecgan_jax.cli import synthesize  # pylint: disable=import-outside-toplevel
   from ecgan_jax.data import sources  # pylint: disable=import-outside-toplevel
-  from ecgan_jax.training import logging_utils  # pylint: disable=import-outside-toplevel
+  from ecgan_jax.evaluation import samples  # pylint: disable=import-outside-toplevel
   h, w = synth.image_size
   if synth.num_classes > 256:
     raise ValueError(f'the demo paints uint8 ids; this model has {synth.num_classes} classes')
@@ -110,10 +110,10 @@ def create_app(synth):
       out = synth(label, seed=seed, style=style)
     except (ValueError, OSError) as e:  # BadExampleError is a ValueError
       return flask.jsonify(error=str(e)), 400
-    result = {'image': png_data_url(logging_utils.to_uint8(out['image'][0])),
+    result = {'image': png_data_url(samples.to_uint8(out['image'][0])),
               'label': base64.b64encode(label[0].astype(np.uint8).tobytes()).decode('ascii')}
     if 'edge' in out:
-      result['edge'] = png_data_url(logging_utils.to_uint8(out['edge'][0]))
+      result['edge'] = png_data_url(samples.to_uint8(out['edge'][0]))
     return flask.jsonify(result)
 
   @app.errorhandler(Exception)

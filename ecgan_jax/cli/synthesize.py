@@ -112,7 +112,7 @@ def synthesize(synth, examples: Iterator[dict], out: str, *, outputs: list[str],
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
 
   from ecgan_jax import inference  # pylint: disable=import-outside-toplevel
-  from ecgan_jax.training import logging_utils  # pylint: disable=import-outside-toplevel
+  from ecgan_jax.evaluation import samples as samples_lib  # pylint: disable=import-outside-toplevel
   for o in outputs:
     if o not in inference.OUTPUTS:
       raise app.UsageError(f'--outputs: {o!r} is not one of {list(inference.OUTPUTS)}')
@@ -135,12 +135,12 @@ def synthesize(synth, examples: Iterator[dict], out: str, *, outputs: list[str],
     for j, (ex, name, _) in enumerate(pending):
       label_path = os.path.join('label', ex['key'] + '.png')
       if not os.path.exists(os.path.join(out, label_path)):
-        logging_utils.save_png(os.path.join(out, label_path), synth.colorize(ex['label']))
+        samples_lib.save_png(os.path.join(out, label_path), synth.colorize(ex['label']))
       paths = [label_path]
       for o in outputs:
         rel = os.path.join(o, name + '.png')
-        logging_utils.save_png(os.path.join(out, rel),
-                               logging_utils.to_uint8(result[inference.OUTPUTS[o]][j]))
+        samples_lib.save_png(os.path.join(out, rel),
+                               samples_lib.to_uint8(result[inference.OUTPUTS[o]][j]))
         written.append(os.path.join(out, rel))
         paths.append(rel)
       rows.append((name, paths))

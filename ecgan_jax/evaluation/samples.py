@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-GRID_COLUMNS = ('label', 'real edge', "I'_e", "I'", "I''", 'real')
+GRID_COLUMNS = ('label', 'real edge', "I'_e", "I'", 'I_g', "I''", 'real')
 
 
 def label_palette(num_classes: int, seed: int = 0) -> np.ndarray:
@@ -56,17 +56,20 @@ def make_grid(columns: Sequence[np.ndarray], pad: int = 2) -> np.ndarray:
 
 def sample_grid(label: np.ndarray, real_edge: np.ndarray | None, fake_edge: np.ndarray | None,
                 coarse: np.ndarray, final: np.ndarray, real: np.ndarray,
-                num_classes: int) -> np.ndarray:
-  """The training sample grid: colourised label | real edge | I'_e | I' | I'' | real.
+                num_classes: int, class_image: np.ndarray | None = None) -> np.ndarray:
+  """The training sample grid (GRID_COLUMNS): colourised label | real edge | I'_e | I' | I_g |
+  I'' | real.
 
-  label [N, H, W] int; edges [N, H, W, 1 or 3] in [-1, 1] (None: a grey column, e.g. ablation B1);
-  images [N, H, W, 3] in [-1, 1]. Returns uint8 [rows, cols, 3].
+  label [N, H, W] int; edges [N, H, W, 1 or 3] in [-1, 1] and the class-specific image I_g
+  [N, H, W, 3] (None: a grey column, e.g. ablations without G_e / G_c); images [N, H, W, 3] in
+  [-1, 1]. Returns uint8 [rows, cols, 3].
   """
   grey = np.full(np.shape(real)[:3] + (3,), 128, np.uint8)
   cols = [colorize_labels(label, num_classes),
           grey if real_edge is None else to_uint8(real_edge),
           grey if fake_edge is None else to_uint8(fake_edge),
-          to_uint8(coarse), to_uint8(final), to_uint8(real)]
+          to_uint8(coarse), grey if class_image is None else to_uint8(class_image),
+          to_uint8(final), to_uint8(real)]
   return make_grid(cols)
 
 

@@ -21,8 +21,8 @@ Contrastive, Eqs. 4-6, and class-specific L1 (contrastive.py)
   multiscale_contrastive_loss(key, embeddings {'s1','s4',..}, labels [B,H,W], *, num_classes, ...)
   cross_scale_contrastive_loss(key, embeddings, labels [B,H,W], *, num_classes, pairs, ...)
   memory_bank_loss(anchors, anchor_labels, anchor_valid, bank, *, temperature, key, ...)
-  class_specific_l1_loss(class_images [B,K,H,W,3], class_ids [B,K], class_valid [B,K],
-                         image [B,H,W,3], labels [B,H,W])
+  class_specific_l1_loss(class_image I_g [B,H,W,3], image [B,H,W,3], labels [B,H,W], *,
+                         num_classes, ignore_label)
 Sampling (sampling.py)
   sample_anchors(key, embeddings [B,H,W,D], labels [B,H,W], *, num_classes, anchors_per_class,
                  max_classes, ignore_label, axis_name) -> Anchors(embeddings, labels, valid)

@@ -240,31 +240,26 @@ def cross_scale_contrastive_loss(key: Array, embeddings: Mapping[str, Array], la
   return total
 
 
-def class_specific_l1_loss(class_images: Array, class_ids: Array, class_valid: Array, image: Array,
-                           labels: Array) -> Array:
-  """Class-specific pixel-generation L1 of Sec. 3.3: L_L1 = sum_i E[||I_i - I^_i||_1].
+def class_specific_l1_loss(class_image: Array, image: Array, labels: Array, *, num_classes: int,
+                           ignore_label: int | None = None) -> Array:
+  """Class-specific pixel-generation L1 of Sec. 3.3: L_L1 = sum_c E[||I_c - I^_c||_1].
 
-  I_i is the real image masked to class i (zero elsewhere), I^_i the class decoder's output for
-  class i. Per image and per valid slot k: mean over H, W, 3 of |[labels == class_ids[k]] * image -
-  class_images[k]|; summed over the valid slots (classes), then averaged over the batch. Slots with
-  class_valid False contribute nothing (absent classes, padding of the static top-K).
+  I_c = m_c * image is the real image masked to class c, I^_c = m_c * I_g the class-specific
+  output for class c (G_c generates every class, each inside its own region, and I_g is their sum,
+  so I^_c is I_g on m_c). Per image: sum over the classes present of the mean over H, W, 3 of
+  |m_c * (image - I_g)|, i.e. the mean over H, W, 3 of |image - I_g| on pixels of a valid class
+  (don't-care and out-of-range ids excluded); averaged over the batch.
 
   Args:
-    class_images: [B, K, H, W, 3] per-class outputs of G_c; class_ids int [B, K]; class_valid bool
-      [B, K]; image: [B, H, W, 3] real image in [-1, 1]; labels: int [B, H, W] class ids.
+    class_image: I_g [B, H, W, 3]; image: [B, H, W, 3] real image in [-1, 1]; labels: int
+      [B, H, W] class ids.
   Returns:
     float32 scalar (mean absolute error, image units, summed over classes).
   """
   sampling.check_labels(labels)
-  sampling.check_labels(class_ids, 'class_ids')
-  b, k = class_ids.shape
-  if (class_images.shape[:2] != (b, k) or class_images.shape[2:] != image.shape[1:]
-      or image.shape[:3] != labels.shape or class_valid.shape != (b, k) or image.shape[0] != b):
-    raise ValueError(
-        f'expected class_images [B, K, H, W, C], class_ids/class_valid [B, K], image [B, H, W, C],'
-        f' labels [B, H, W]; got {class_images.shape}, {class_ids.shape}, {class_valid.shape}, '
-        f'{image.shape}, {labels.shape}')
-  mask = (labels[:, None] == class_ids[:, :, None, None])[..., None]  # [B, K, H, W, 1]
-  target = jnp.where(mask, image[:, None].astype(jnp.float32), 0.0)
-  err = jnp.mean(jnp.abs(target - class_images.astype(jnp.float32)), axis=(2, 3, 4))  # [B, K]
-  return jnp.mean(jnp.sum(jnp.where(class_valid, err, 0.0), axis=1))
+  if class_image.shape != image.shape or image.shape[:3] != labels.shape:
+    raise ValueError(f'expected class_image and image [B, H, W, C], labels [B, H, W]; got '
+                     f'{class_image.shape}, {image.shape}, {labels.shape}')
+  valid = sampling.valid_label_mask(labels, num_classes, ignore_label)[..., None]
+  err = jnp.abs(image.astype(jnp.float32) - class_image.astype(jnp.float32))
+  return jnp.mean(jnp.where(valid, err, 0.0))

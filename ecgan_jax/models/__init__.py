@@ -10,7 +10,8 @@ import numpy as np
 from ecgan_jax import configuration as _conf
 from ecgan_jax.models.discriminator import (MultiscaleDiscriminator, NLayerDiscriminator,
                                             build_discriminator)
-from ecgan_jax.models.generator import (ECGANGenerator, build_generator, present_classes)
+from ecgan_jax.models.class_specific import ClassFusion, ClassSpecificDecoder, segment_ids
+from ecgan_jax.models.generator import ECGANGenerator, build_generator
 from ecgan_jax.models.layers import SPADE, Conv, Dense, ParamFreeNorm, SPADEResBlock
 from ecgan_jax.models.semantics import one_hot_semantics, resize_nearest
 from ecgan_jax.models.style_encoder import StyleEncoder, build_style_encoder
@@ -19,7 +20,8 @@ __all__ = [
     'Conv', 'Dense', 'ECGANGenerator', 'GENERATOR_PARTS', 'MultiscaleDiscriminator', 'NLayerDiscriminator',
     'ParamFreeNorm', 'SPADE', 'SPADEResBlock', 'StyleEncoder', 'build_discriminator',
     'build_generator', 'build_style_encoder', 'one_hot_semantics',
-    'count_tree', 'parameter_counts', 'present_classes', 'resize_nearest',
+    'ClassFusion', 'ClassSpecificDecoder', 'count_tree', 'parameter_counts', 'resize_nearest',
+    'segment_ids',
 ]
 
 # Generator sub-module name -> component of the paper (G_t is parameter-free: sigmoid attention).
@@ -30,6 +32,7 @@ GENERATOR_PARTS = {
     'edge_transfer': 'G_t (attention-guided edge transfer)',
     'semantic_preserving': 'G_s (semantic-preserving module)',
     'class_decoder': 'G_c (class-specific decoder)',
+    'class_fusion': 'G_c fusion of I_g into I\'\'',
     'projection_head': 'projection head (contrastive)',
 }
 

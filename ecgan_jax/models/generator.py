@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from ecgan_jax import configuration
+from ecgan_jax.models.class_specific import ClassFusion, ClassSpecificDecoder, segment_ids
 from ecgan_jax.models.layers import (Conv, Dense, leaky_relu, resblock_class, to_dtype, upsample2x,
                                      use_spectral)
 from ecgan_jax.models.semantics import resize_nearest
@@ -178,44 +179,6 @@ class SemanticPreserving(nn.Module):
     return jnp.tanh(out)
 
 
-def present_classes(semantics: jax.Array, num_classes: int, k: int,
-                    ignore_label: int | None = None) -> tuple[jax.Array, jax.Array]:
-  """Top-k classes by area per image: semantics [B, H, W, >=N] -> (ids int32 [B, k], valid [B, k]).
-
-  Static shapes: absent classes (area 0) and the don't-care class are marked invalid, never
-  dropped. Ties go to the lower class id.
-  """
-  area = jnp.sum(semantics[..., :num_classes].astype(jnp.float32), axis=(1, 2))  # [B, N]
-  if ignore_label is not None:
-    area = area.at[:, ignore_label].set(-1.0)
-  k = min(k, num_classes)
-  top_area, ids = jax.lax.top_k(area, k)
-  return ids.astype(jnp.int32), top_area > 0
-
-
-class ClassSpecificDecoder(nn.Module):
-  """G_c: one shared decoder run on F masked to each of K classes.
-
-  F [B, H, W, C], masks [B, K, H, W, 1] -> class images [B, K, H, W, 3], each tanh(decoder(F * m))
-  * m, so that summing over K composes I_g. The K copies run as one batch of B*K.
-  """
-  widths: Sequence[int] = (32, 16)
-  spectral_norm: str = 'reference'
-  dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, f: jax.Array, masks: jax.Array, train: bool) -> jax.Array:
-    b, h, w, c = f.shape
-    k = masks.shape[1]
-    chex.assert_shape(masks, (b, k, h, w, 1))
-    sn = use_spectral(self.spectral_norm, False)
-    x = (f[:, None] * masks.astype(f.dtype)).reshape(b * k, h, w, c)
-    for j, width in enumerate(self.widths):
-      x = Conv(width, 3, spectral=sn, dtype=self.dtype, name=f'conv_{j}')(leaky_relu(x), train)
-    x = Conv(3, 3, spectral=sn, dtype=self.dtype, name='conv_out')(leaky_relu(x), train)
-    return jnp.tanh(x).reshape(b, k, h, w, 3) * masks.astype(x.dtype)
-
-
 class ProjectionHead(nn.Module):
   """Per-stride 1x1 conv -> ReLU -> 1x1 conv heads into one shared L2-normalised embedding space.
 
@@ -246,9 +209,9 @@ class ECGANGenerator(nn.Module):
 
   __call__(semantics [B, H, W, semantic_nc], z [B, z_dim] | None, *, train) -> dict:
     'image' I'' [B, H, W, 3] (G_s output; equals I' when G_s is off), 'coarse_image' I',
-    'edge' I'_e [B, H, W, 3] | None, 'class_images' [B, K, H, W, 3], 'class_ids' int32 [B, K],
-    'class_valid' bool [B, K], 'class_image' I_g [B, H, W, 3] (class keys None without G_c),
-    'embeddings' {'s1', 's4', ...} -> [B, H/s, W/s, proj_dim] | None.
+    'edge' I'_e [B, H, W, 3] | None, 'class_image' I_g [B, H, W, 3] | None (G_c: every present
+    class, models/class_specific.py; with class_fusion 'learned' I'' is G_s's output fused with
+    I_g by per-pixel weights), 'embeddings' {'s1', 's4', ...} -> [B, H/s, W/s, proj_dim] | None.
   All outputs float32. RNG stream 'noise' is used only when multimodal is 'vae'/'noise3d' and z is
   None. Variables: 'params' and 'batch_stats' (BatchNorm running stats, spectral-norm u/sigma).
   """
@@ -269,7 +232,7 @@ class ECGANGenerator(nn.Module):
   z_dim: int = 256
   proj_dim: int = 128
   contrastive_strides: tuple[int, ...] = (1, 4, 8, 16)
-  class_topk: int = 8
+  class_fusion: str = 'learned'  # 'learned' (I_g fused into I'') | 'discriminator' (D judges I_g)
   use_edge: bool = True
   use_edge_transfer: bool = True
   use_semantic_preserving: bool = True
@@ -320,19 +283,17 @@ class ECGANGenerator(nn.Module):
       image = SemanticPreserving(self.num_classes, self.spectral_norm, self.dtype,
                                  name='semantic_preserving')(jnp.concatenate(parts, -1), train)
 
-    out = {'image': image, 'coarse_image': coarse, 'edge': edge, 'class_images': None,
-           'class_ids': None, 'class_valid': None, 'class_image': None, 'embeddings': None}
+    class_image = None
     if self.use_class_specific:
-      ids, valid = present_classes(semantics, self.num_classes, self.class_topk,
-                                   self.ignore_label)
-      masks = jnp.take_along_axis(semantics[..., :self.num_classes], ids[:, None, None, :],
-                                  axis=-1)  # [B, H, W, K]
-      masks = jnp.moveaxis(masks, -1, 1)[..., None] * valid[:, :, None, None, None]
-      class_images = ClassSpecificDecoder(branch_widths(self.feature_channels, 2),
-                                          self.spectral_norm, self.dtype,
-                                          name='class_decoder')(f, masks, train)
-      out.update(class_images=class_images, class_ids=ids, class_valid=valid,
-                 class_image=jnp.sum(class_images.astype(jnp.float32), axis=1))
+      ids = segment_ids(semantics, self.num_classes, self.ignore_label)
+      class_image = ClassSpecificDecoder(branch_widths(self.feature_channels, 2),
+                                         self.spectral_norm, self.dtype,
+                                         name='class_decoder')(f, ids, train)
+      if self.class_fusion == 'learned':
+        image = ClassFusion(self.spectral_norm, self.dtype, name='class_fusion')(
+            f, image, class_image, train)
+    out = {'image': image, 'coarse_image': coarse, 'edge': edge, 'class_image': class_image,
+           'embeddings': None}
     if self.use_projection_head:
       out['embeddings'] = ProjectionHead(self.contrastive_strides, self.proj_dim,
                                          self.spectral_norm, self.dtype,
@@ -365,7 +326,7 @@ def build_generator(config: Any, axis_name: str | None = None) -> ECGANGenerator
       z_dim=int(m.z_dim),
       proj_dim=int(m.proj_dim),
       contrastive_strides=tuple(int(s) for s in m.contrastive_strides),
-      class_topk=int(m.class_specific_topk),
+      class_fusion=m.class_fusion,
       use_edge=bool(m.use_edge),
       use_edge_transfer=bool(m.use_edge_transfer),
       use_semantic_preserving=bool(m.use_semantic_preserving),

@@ -210,6 +210,36 @@ class Conv(nn.Module):
     return _add_bias(self, y)
 
 
+class SegmentConv(nn.Module):
+  """3x3 convolution (stride 1, zero padding) that mixes only pixels of the same segment.
+
+  x [B, H, W, Cin], ids int [B, H, W] -> [B, H, W, features]: out(p) = b + sum_o W_o x(p + o)
+  [ids(p + o) == ids(p)]. Equals, at every pixel of segment c, a plain conv of x * [ids == c].
+  Nine matmuls over shifted copies: the cost of one conv, whatever the number of segments.
+  Params as `layers.Conv` (`kernel` [3, 3, Cin, out], `bias`, spectral norm in batch_stats).
+  """
+  features: int
+  use_bias: bool = True
+  spectral: bool = False
+  dtype: Dtype = jnp.float32
+  kernel_init: Callable = default_kernel_init
+
+  @nn.compact
+  def __call__(self, x: jax.Array, ids: jax.Array, update_stats: bool = False) -> jax.Array:
+    b, h, w, c = x.shape
+    chex.assert_shape(ids, (b, h, w))
+    kernel = _weight(self, (3, 3, c, self.features), self.kernel_init, update_stats)
+    kernel = kernel.astype(self.dtype)
+    xp = jnp.pad(x.astype(self.dtype), ((0, 0), (1, 1), (1, 1), (0, 0)))
+    ip = jnp.pad(ids, ((0, 0), (1, 1), (1, 1)), constant_values=-2)  # padding matches nothing
+    y = jnp.zeros((b, h, w, self.features), jnp.promote_types(self.dtype, jnp.float32))
+    for dy in range(3):
+      for dx in range(3):
+        same = (ip[:, dy:dy + h, dx:dx + w] == ids)[..., None]
+        y = y + jnp.where(same, xp[:, dy:dy + h, dx:dx + w], 0) @ kernel[dy, dx]
+    return _add_bias(self, y.astype(self.dtype))
+
+
 class Dense(nn.Module):
   """Linear layer [..., Cin] -> [..., features] with optional spectral norm."""
   features: int

@@ -25,8 +25,9 @@ def discriminator_objective(judged: Mapping[str, DOutput], opts: StepOptions
                             ) -> tuple[jax.Array, Terms]:
   """Eq. 8 (image) + Eq. 7 (edge) for D, fakes already stopped.
 
-  judged: D's outputs on [S, I] 'real', [S, I'] 'coarse', [S, I''] 'final' and, with G_e,
-  [S, I_e] 'real_edge', [S, I'_e] 'fake_edge'. Returns (lambda_c * (L_image + L_edge), terms).
+  judged: D's outputs on [S, I] 'real', [S, I'] 'coarse', [S, I''] 'final', with G_e
+  [S, I_e] 'real_edge', [S, I'_e] 'fake_edge', and with class_fusion 'discriminator' [S, I_g]
+  'class' (a further fake, weight 1). Returns (lambda_c * (L_image + L_edge [+ L_class]), terms).
   """
   lam, mode = opts.lambda_refine, opts.gan_mode
   t = {'d/real': losses.gan_loss(judged['real'], True, mode=mode),
@@ -38,7 +39,10 @@ def discriminator_objective(judged: Mapping[str, DOutput], opts: StepOptions
     t['d/real_edge'] = losses.gan_loss(judged['real_edge'], True, mode=mode)
     t['d/fake_edge'] = losses.gan_loss(judged['fake_edge'], False, mode=mode)
     d_edge = t['d/edge'] = t['d/real_edge'] + t['d/fake_edge']
-  t['d/total'] = opts.lambda_gan * (t['d/image'] + d_edge)
+  d_class = jnp.float32(0.0)
+  if opts.judge_class_image:
+    d_class = t['d/fake_class'] = losses.gan_loss(judged['class'], False, mode=mode)
+  t['d/total'] = opts.lambda_gan * (t['d/image'] + d_edge + d_class)
   return t['d/total'], t
 
 
@@ -58,6 +62,10 @@ def adversarial_terms(judged: Mapping[str, DOutput], opts: StepOptions) -> Terms
     gan += t['g/gan_edge']
     feat += losses.feature_matching_loss(judged['fake_edge'],
                                          jax.lax.stop_gradient(judged['real_edge']))
+  if opts.judge_class_image:
+    t['g/gan_class'] = losses.gan_loss(judged['class'], True, for_discriminator=False, mode=mode)
+    gan += t['g/gan_class']
+    feat += losses.feature_matching_loss(judged['class'], real)
   t.update({'g/gan': gan, 'g/feat': feat})
   return t
 
@@ -133,8 +141,8 @@ def generator_objective(fakes: Mapping[str, Any], batch: Mapping[str, jax.Array]
       contrast += t['g/contrastive_ms'] + t.get('g/contrastive_cs', 0.0)
     if opts.use_class_specific:
       t['g/class_l1'] = losses.class_specific_l1_loss(
-          fakes['class_images'], fakes['class_ids'], fakes['class_valid'], batch['image'],
-          batch['label'])
+          fakes['class_image'], batch['image'], batch['label'], num_classes=opts.num_classes,
+          ignore_label=opts.ignore_label)
       contrast += opts.lambda_class_l1 * t['g/class_l1']
     t['g/contrastive'] = contrast
     total += opts.lambda_contrastive * contrast

@@ -37,6 +37,7 @@ class StepOptions:
   use_contrastive: bool
   use_cross_scale: bool
   use_class_specific: bool
+  judge_class_image: bool  # D judges [S, I_g] as a further fake (model.class_fusion 'discriminator')
   vae: bool
   # similarity loss
   sim_chunk: int
@@ -80,6 +81,7 @@ class StepOptions:
         use_contrastive=bool(lc.use_pixel_contrastive),
         use_cross_scale=bool(lc.use_cross_scale),
         use_class_specific=bool(m.use_class_specific),
+        judge_class_image=bool(m.use_class_specific) and m.class_fusion == 'discriminator',
         vae=m.multimodal == 'vae',
         sim_chunk=int(lc.sim_chunk), sim_num_pixels=int(lc.sim_num_pixels),
         strides=strides,

@@ -5,10 +5,11 @@
 to be mapped over the device axis 'batch' by `parallel.ParallelStep` (pmap or shard_map). It reads
 top-down:
 
-  1. G forward once (train mode, `models.generate`), kept as a VJP: I', I'', I'_e, class images,
+  1. G forward once (train mode, `models.generate`), kept as a VJP: I', I'', I'_e, I_g,
      embeddings.
   2. D update: `objectives.discriminator_objective` on D's outputs for [S, I], [S, I'], [S, I'']
-     and, with G_e, [S, I_e], [S, I'_e] (fakes stopped).
+     and, with G_e, [S, I_e], [S, I'_e] [and [S, I_g], class_fusion 'discriminator'] (fakes
+     stopped).
   3. Label generator update (only when it is trained online: cross-entropy on real pairs).
   4. G update: `objectives.generator_objective` (Eq. 9) with the *updated* D; its gradient w.r.t.
      the fakes is pulled back through the stored VJP.
@@ -37,10 +38,8 @@ from ecgan_jax.training.options import StepOptions
 from ecgan_jax.training.parallel import AXIS
 
 PyTree = Any
-# Generator outputs that go through the VJP (float); the integer class bookkeeping rides along.
-FLOAT_OUTPUTS = ('image', 'coarse_image', 'edge', 'class_images', 'class_image', 'embeddings',
-                 'style')
-INT_OUTPUTS = ('class_ids', 'class_valid')
+# Generator outputs that go through the VJP (None where a component is off).
+FAKES = ('image', 'coarse_image', 'edge', 'class_image', 'embeddings', 'style')
 
 
 def _pmean(tree: PyTree, axis_name: str | None) -> PyTree:
@@ -90,10 +89,9 @@ def make_train_step(opts: StepOptions, models: state_lib.Models,
       out, g_state = generate(models, g_params, state.g_state, batch['label'],
                               batch.get('instance'), key=k_gen, train=True,
                               style_image=batch['image'] if opts.vae else None)
-      return ({k: out[k] for k in FLOAT_OUTPUTS},
-              ({k: out[k] for k in INT_OUTPUTS}, g_state))
+      return {k: out[k] for k in FAKES}, g_state
 
-    fakes, g_vjp, (g_ints, g_state) = jax.vjp(g_forward, state.g_params, has_aux=True)
+    fakes, g_vjp, g_state = jax.vjp(g_forward, state.g_params, has_aux=True)
 
     # 2. discriminator update
     d_params, d_state, d_opt = _discriminator_update(
@@ -110,7 +108,7 @@ def make_train_step(opts: StepOptions, models: state_lib.Models,
       judged, new_d_state = _judge_generator(models.discriminator, d_params, d_state, sem, batch,
                                              f, opts)
       total, terms = objectives.generator_objective(
-          {**f, **g_ints}, batch, judged, opts,
+          f, batch, judged, opts,
           vgg=lambda im: models.vgg.apply({'params': frozen['vgg']}, im),
           label_probs=_label_probs(models.label_generator, l_params, l_state),
           banks=state.bank if opts.use_contrastive else None, key_sim=k_sim,
@@ -144,6 +142,8 @@ def _discriminator_update(opts, d_mod, optimizer, state, sem, batch, fakes, metr
   groups = {'real': batch['image'], 'coarse': stopped['coarse_image'], 'final': stopped['image']}
   if opts.use_edge:
     groups.update(real_edge=batch['edge'], fake_edge=stopped['edge'])
+  if opts.judge_class_image:
+    groups['class'] = stopped['class_image']
 
   def loss_fn(d_params):
     judged, d_state = judge(d_mod, d_params, state.d_state, sem, groups)
@@ -163,6 +163,8 @@ def _judge_generator(d_mod, d_params, d_state, sem, batch, fakes, opts):
   groups = {'real': batch['image'], 'coarse': fakes['coarse_image'], 'final': fakes['image']}
   if opts.use_edge:
     groups.update(real_edge=batch['edge'], fake_edge=fakes['edge'])
+  if opts.judge_class_image:
+    groups['class'] = fakes['class_image']
   return judge(d_mod, d_params, d_state, sem, groups)
 
 

@@ -11,7 +11,7 @@ on a NaN/inf loss (the last good checkpoint stays the newest), and writes:
   workdir/tensorboard/         scalars (losses, gradient/parameter norms, learning rates, it/s),
                                sample grids and, every train.eval_every steps, the eval/* metrics
                                of config.eval.metrics (tensorboardX)
-  workdir/samples/step_N.png   colourised label | real edge | I'_e | I' | I'' | real (EMA generator)
+  workdir/samples/step_N.png   colourised label | real edge | I'_e | I' | I_g | I'' | real (EMA G)
   workdir/checkpoints/N/       state, data iterator position, config
 """
 from __future__ import annotations
@@ -86,7 +86,7 @@ class Sampler:
     @jax.jit
     def sample(params, g_state, label, instance, key):
       out, _ = generate(init_models, params, g_state, label, instance, key=key, train=False)
-      return {k: out[k] for k in ('image', 'coarse_image', 'edge')}
+      return {k: out[k] for k in ('image', 'coarse_image', 'edge', 'class_image')}
 
     self._generate = sample
 
@@ -95,7 +95,8 @@ class Sampler:
     out = jax.device_get(self._generate(params, g_state, b['label'], b.get('instance'),
                                         jax.random.PRNGKey(0)))
     grid = samples.sample_grid(b['label'], b['edge'], out['edge'], out['coarse_image'],
-                                     out['image'], b['image'], self.num_classes)
+                               out['image'], b['image'], self.num_classes,
+                               class_image=out['class_image'])
     l1 = {'eval/l1_final': float(np.mean(np.abs(out['image'] - b['image']))),
           'eval/l1_coarse': float(np.mean(np.abs(out['coarse_image'] - b['image'])))}
     return grid, l1
@@ -157,7 +158,7 @@ def train(config: Any, workdir: str, *, train_iterator: Iterator | None = None,
       _, l1_raw = sampler(host['raw'], host['g_state'])
       l1.update({k + '_raw': v for k, v in l1_raw.items()})
       samples.save_png(os.path.join(workdir, 'samples', f'step_{step:07d}.png'), grid)
-      writer.image(step, 'samples/label|edge|fake_edge|coarse|final|real', grid)
+      writer.image(step, 'samples/label|edge|fake_edge|coarse|class|final|real', grid)
       writer.scalars(step, l1)
       log.info('step %d: samples written to %s; L1(I\'\', real) EMA %.4f, raw %.4f', step,
                os.path.join(workdir, 'samples'), l1['eval/l1_final'], l1['eval/l1_final_raw'])

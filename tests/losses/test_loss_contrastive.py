@@ -273,36 +273,33 @@ def test_gathered_anchors_identical_on_all_replicas_and_gradient_is_exact():
   np.testing.assert_allclose(np.asarray(grads)[0], float(jax.grad(reference)(w)), rtol=1e-4)
 
 
-def naive_class_l1(class_images, class_ids, class_valid, image, labels):
-  b, k = class_ids.shape
+def naive_class_l1(class_image, image, labels, num_classes, ignore_label):
+  """The paper's form: per class c, mean |m_c image - m_c I_g| over H, W, 3, summed over classes,
+  averaged over the batch."""
   total = 0.0
-  for i in range(b):
-    for j in range(k):
-      if not class_valid[i, j]:
+  for i in range(image.shape[0]):
+    for c in range(num_classes):
+      if c == ignore_label:
         continue
-      target = image[i] * (labels[i] == class_ids[i, j])[..., None]
-      total += np.mean(np.abs(target - class_images[i, j]))
-  return total / b
+      m = (labels[i] == c)[..., None]
+      total += np.mean(np.abs(image[i] * m - class_image[i] * m))
+  return total / image.shape[0]
 
 
-def test_class_specific_l1_matches_naive_and_ignores_invalid_slots():
+def test_class_specific_l1_matches_the_per_class_sum_and_skips_dont_care():
   rng = np.random.default_rng(9)
-  b, k, h, w = 2, 3, 5, 4
-  class_images = rng.normal(size=(b, k, h, w, 3)).astype(np.float32)
-  class_ids = rng.integers(0, 4, (b, k)).astype(np.int32)
-  class_valid = np.array([[True, True, False], [True, False, False]])
+  b, h, w = 2, 5, 4
+  class_image = rng.normal(size=(b, h, w, 3)).astype(np.float32)
   image = rng.uniform(-1, 1, (b, h, w, 3)).astype(np.float32)
-  labels = rng.integers(0, 4, (b, h, w)).astype(np.int32)
-  args = [jnp.asarray(x) for x in (class_images, class_ids, class_valid, image, labels)]
-  got = losses.class_specific_l1_loss(*args)
-  np.testing.assert_allclose(float(got), naive_class_l1(class_images, class_ids, class_valid, image,
-                                                        labels), rtol=1e-5)
-  np.testing.assert_allclose(float(jax.jit(losses.class_specific_l1_loss)(*args)), float(got),
-                             rtol=1e-6)
-  g = jax.grad(lambda x: losses.class_specific_l1_loss(x, *args[1:]))(args[0])
-  assert np.all(np.isfinite(g)) and np.all(np.asarray(g)[~class_valid] == 0)
-  with pytest.raises(ValueError, match='expected class_images'):
-    losses.class_specific_l1_loss(args[0][:, :2], *args[1:])
+  labels = rng.integers(0, 5, (b, h, w)).astype(np.int32)
+  kw = dict(num_classes=5, ignore_label=4)
+  got = losses.class_specific_l1_loss(class_image, image, labels, **kw)
+  np.testing.assert_allclose(float(got), naive_class_l1(class_image, image, labels, 5, 4),
+                             rtol=1e-5)
+  g = jax.grad(lambda x: losses.class_specific_l1_loss(x, image, labels, **kw))(class_image)
+  assert np.all(np.asarray(g)[labels == 4] == 0) and np.all(np.asarray(g)[labels < 4] != 0)
+  with pytest.raises(ValueError, match='expected class_image'):
+    losses.class_specific_l1_loss(class_image[:, :-1], image, labels, **kw)
 
 
 def test_losses_vmap_over_a_leading_axis_like_a_python_loop():

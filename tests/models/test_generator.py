@@ -6,6 +6,7 @@ import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from configs import default, synthetic
@@ -89,16 +90,13 @@ def tiny():
 def test_output_shapes_for_every_dataset_config(name):
   cfg = importlib.import_module(f'configs.{name}').get_config('tiny')
   g = build_generator(cfg)
-  b, (h, w), k = 2, C.image_size(cfg), cfg.model.class_specific_topk
+  b, (h, w) = 2, C.image_size(cfg)
   sem = jax.ShapeDtypeStruct((b, h, w, C.semantic_nc(cfg)), jnp.float32)
   variables = abstract_init(g, sem, train=False)
   out = jax.eval_shape(lambda v, s: g.apply(v, s, train=True, mutable=['batch_stats'])[0],
                        variables, sem)
   for key in ('image', 'coarse_image', 'edge', 'class_image'):
     assert out[key].shape == (b, h, w, 3), key
-  assert out['class_images'].shape == (b, k, h, w, 3)
-  assert out['class_ids'].shape == (b, k) and out['class_ids'].dtype == jnp.int32
-  assert out['class_valid'].shape == (b, k) and out['class_valid'].dtype == jnp.bool_
   for s in cfg.model.contrastive_strides:
     assert out['embeddings'][f's{s}'].shape == (b, h // s, w // s, cfg.model.proj_dim)
   if not cfg.dataset.no_instance:  # Cityscapes / COCO-Stuff: one-hot + instance channel
@@ -142,8 +140,9 @@ def test_parameter_counts_per_component_for_ade20k():
   table = parameter_counts(cfg)
   for name, count in table.items():
     print(f'{name:40s} {count:>12,d}')
-  trunk, g_e, g_i, g_t, g_s, g_c, head = (table[v] for v in GENERATOR_PARTS.values())
-  assert trunk + g_e + g_i + g_t + g_s + g_c + head == table['generator total']
+  trunk, g_e, g_i, g_t, g_s, g_c, fusion, head = (table[v] for v in GENERATOR_PARTS.values())
+  assert trunk + g_e + g_i + g_t + g_s + g_c + fusion + head == table['generator total']
+  assert fusion == (64 + 3 + 3) * 2 * 9 + 2  # class_fusion 'learned': one 3x3 conv to 2 weights
   assert g_t == 0  # sigmoid attention only
   # The trunk and both branches are the released architecture, parameter for parameter.
   assert trunk == REF_TRUNK
@@ -231,7 +230,8 @@ def test_ablation_switches_remove_components():
       'B2': {'edge_branch'},
       'B3': {'edge_branch'},
       'B4': {'edge_branch', 'semantic_preserving'},
-      'B6': {'edge_branch', 'semantic_preserving', 'class_decoder', 'projection_head'},
+      'B6': {'edge_branch', 'semantic_preserving', 'class_decoder', 'class_fusion',
+             'projection_head'},
   }
   for preset, extra in expect.items():
     cfg = tiny_config(f'tiny,{preset}')
@@ -242,7 +242,7 @@ def test_ablation_switches_remove_components():
     assert set(v['params']) == {'trunk', 'image_branch'} | extra, preset
     out = jax.eval_shape(lambda v, s: g.apply(v, s, train=False), v, sem)
     assert (out['edge'] is None) == ('edge_branch' not in extra)
-    assert (out['class_images'] is None) == ('class_decoder' not in extra)
+    assert (out['class_image'] is None) == ('class_decoder' not in extra)
     assert (out['embeddings'] is None) == ('projection_head' not in extra)
 
 
@@ -254,25 +254,29 @@ def test_edge_transfer_implements_eq1(tiny):
   assert not np.allclose(out['image'], out['coarse_image'])  # G_s produces a different I''
 
 
-def test_class_specific_decoder_covers_present_classes(tiny):
-  sem, cfg = tiny['sem'], tiny['cfg']
+def test_class_specific_image_covers_every_present_class(tiny):
+  sem = tiny['sem']
   out = tiny['results'][True][1][0]
-  ids, valid = np.asarray(out['class_ids']), np.asarray(out['class_valid'])
-  area = np.asarray(sem).sum(axis=(1, 2))
-  k = cfg.model.class_specific_topk
-  for b in range(sem.shape[0]):
-    present = set(np.flatnonzero(area[b]))
-    assert set(ids[b][valid[b]]) == set(sorted(present, key=lambda c: (-area[b, c], c))[:k])
-    for j in range(k):
-      mask = np.asarray(sem[b, ..., ids[b, j]]) * valid[b, j]
-      img = np.asarray(out['class_images'][b, j])
-      assert np.all(img[mask == 0] == 0)  # nothing outside the class region
-      if valid[b, j]:
-        assert np.abs(img[mask == 1]).max() > 0
-  np.testing.assert_allclose(out['class_image'], np.asarray(out['class_images']).sum(1),
-                             rtol=1e-6, atol=1e-7)
-  # Layout 1 has 3 classes (< K = 4): the 4th slot is masked, not dropped.
-  assert valid[1].sum() == 3 and not valid[1, 3]
+  class_image = np.asarray(out['class_image'])
+  covered = np.asarray(sem[..., :C.num_classes(tiny['cfg'])]).sum(-1) > 0
+  assert np.all(np.abs(class_image[covered]).max(-1) > 0)  # every labelled pixel, every class
+  assert np.all(class_image[~covered] == 0)
+
+
+@pytest.mark.parametrize('preset,fusion', [('B6', 'learned'), ('B8', 'learned'),
+                                           ('B8', 'discriminator')])
+def test_gradients_of_the_final_image_reach_g_c_only_with_learned_fusion(preset, fusion):
+  cfg = tiny_config(f'tiny,{preset}')
+  cfg.model.class_fusion = fusion
+  g = build_generator(cfg)
+  h, w = C.image_size(cfg)
+  label = jnp.asarray(np.random.default_rng(0).integers(0, C.num_classes(cfg), (2, h, w)))
+  sem = one_hot_semantics(label, C.num_classes(cfg))
+  variables = g.init(RNGS, sem, train=False)
+  grads = jax.grad(lambda p: jnp.sum(g.apply({**variables, 'params': p}, sem, train=False)[
+      'image'] ** 2))(variables['params'])
+  norm = float(optax.tree.norm(grads['class_decoder']))
+  assert (norm > 0) == (fusion == 'learned'), norm
 
 
 def test_embeddings_are_l2_normalised_per_stride(tiny):

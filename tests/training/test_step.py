@@ -105,6 +105,13 @@ def test_ablation_presets_switch_loss_terms(arg, present, absent):
   assert all(m.shape == (8,) for m in metrics.values())
 
 
+def test_discriminator_fusion_adds_i_g_as_a_judged_modality():
+  config = helpers.micro_config('tiny,B6')
+  config.model.class_fusion = 'discriminator'
+  metrics = _traced_metrics(config)
+  assert {'d/fake_class', 'g/gan_class', 'g/class_l1'} <= set(metrics)
+
+
 def test_vae_bf16_and_remat_variants_trace():
   config = helpers.micro_config('tiny')
   config.model.multimodal = 'vae'

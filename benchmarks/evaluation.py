@@ -16,15 +16,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
+import timing  # noqa: E402  (benchmarks/timing.py)
 from ecgan_jax import configuration  # noqa: E402
 from ecgan_jax.evaluation import evaluators  # noqa: E402
 from ecgan_jax.evaluation.runner import make_generate_fn  # noqa: E402
@@ -33,24 +32,10 @@ from ecgan_jax.models import build_generator, inception, lpips, segformer  # noq
 MIB = 2.0 ** 20
 
 
-def _peak_bytes() -> int | None:
-  stats = jax.devices()[0].memory_stats() or {}
-  return stats.get('peak_bytes_in_use')
-
-
 def measure(name: str, fn, args, batch: int, repeats: int) -> None:
-  t0 = time.perf_counter()
-  compiled = jax.jit(fn).lower(*args).compile()
-  compile_s = time.perf_counter() - t0
+  compiled, compile_s, step = timing.compile_and_time(fn, args, repeats)
   mem = compiled.memory_analysis()
-  jax.block_until_ready(compiled(*args))
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(compiled(*args))
-    times.append(time.perf_counter() - t0)
-  step = statistics.median(times)
-  peak = _peak_bytes()
+  peak = timing.peak_bytes()
   peak_s = '' if peak is None else f'  device peak {peak / MIB:8.1f} MiB'
   print(f'{name:12s} compile {compile_s:6.1f} s  batch {step * 1e3:9.1f} ms  '
         f'{batch / step:8.2f} images/s  temp {mem.temp_size_in_bytes / MIB:8.1f} MiB{peak_s}',

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 
@@ -25,33 +24,20 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
+import timing  # noqa: E402  (benchmarks/timing.py)
 from ecgan_jax import losses  # noqa: E402
 
 MIB = 2.0 ** 20
 
 
-def _peak_bytes() -> int | None:
-  stats = jax.devices()[0].memory_stats() or {}
-  return stats.get('peak_bytes_in_use')
-
-
 def measure(name: str, fn, *args, repeats: int = 3) -> None:
   """Compiles value_and_grad(fn) w.r.t. args[0], runs it `repeats` times, prints one line."""
   fwd = jax.jit(fn).lower(*args).compile().memory_analysis()
-  vg = jax.jit(jax.value_and_grad(fn))
-  t0 = time.perf_counter()
-  compiled = vg.lower(*args).compile()
-  compile_s = time.perf_counter() - t0
+  compiled, compile_s, step = timing.compile_and_time(jax.value_and_grad(fn), args, repeats)
   mem = compiled.memory_analysis()
-  jax.block_until_ready(compiled(*args))
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(compiled(*args))
-    times.append(time.perf_counter() - t0)
-  peak = _peak_bytes()
+  peak = timing.peak_bytes()
   peak_s = '' if peak is None else f'  device peak {peak / MIB:8.1f} MiB'
-  print(f'{name:44s} compile {compile_s:6.2f} s  step {statistics.median(times) * 1e3:9.2f} ms  '
+  print(f'{name:44s} compile {compile_s:6.2f} s  step {step * 1e3:9.2f} ms  '
         f'temp fwd {fwd.temp_size_in_bytes / MIB:8.1f} MiB  fwd+bwd '
         f'{mem.temp_size_in_bytes / MIB:8.1f} MiB{peak_s}', flush=True)
 

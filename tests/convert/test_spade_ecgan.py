@@ -218,7 +218,8 @@ def test_released_ngf64_layouts_convert(dataset):
   assert set(gv) == {'params', 'batch_stats'} and set(dv) == {'params', 'batch_stats'}
   assert {k for k, why in report.unused.items() if 'num_batches' not in k} == {'fc1.weight',
                                                                                   'fc1.bias'}
-  assert {p.split('/')[2] for p in report.fresh} == {'class_decoder', 'projection_head'}
+  assert {p.split('/')[2] for p in report.fresh} == {'class_decoder', 'class_fusion',
+                                                     'projection_head'}
   # G_s's class channels: the source's label_nc, ours one more (don't care) filled with zeros.
   comb1 = gv['params']['semantic_preserving']['conv_comb1']['kernel']
   assert comb1.shape[-1] == C.num_classes(cfg) and not np.any(comb1[..., src.label_nc:])
@@ -247,7 +248,8 @@ def test_spade_ngf64_layout_converts_into_both_model_shapes():
   assert {k for k in report.unused if 'num_batches' not in k} == {'conv_img.weight',
                                                                   'conv_img.bias'}
   assert {p.split('/')[2] for p in report.fresh} == {
-      'edge_branch', 'image_branch', 'semantic_preserving', 'class_decoder', 'projection_head'}
+      'edge_branch', 'image_branch', 'semantic_preserving', 'class_decoder', 'class_fusion',
+      'projection_head'}
 
 
 # ----------------------------------------------------------------- small forward parity
@@ -475,8 +477,10 @@ def test_unknown_missing_and_misshaped_keys_are_named(ecgan_small):
 # ----------------------------------------------------------------- warm start + launcher
 def test_warm_start_starts_from_the_converted_network(ecgan_small, tmp_path, monkeypatch):
   """convert + --config.model.init_from: the full model's (B8) initial state (training/setup.py)
-  holds the converted G (and its EMA) and D, G_c and the projection head keep their fresh init,
-  and the first step's generator forward (train mode) equals the torch ECGAN forward to 1e-5."""
+  holds the converted G (and its EMA) and D, G_c, its fusion layer and the projection head keep
+  their fresh init, and the first step's generator forward (train mode) equals the torch ECGAN
+  forward to 1e-5, with class_fusion='discriminator' (I'' is then G_s's output, as in the released
+  ECGAN; the default learned fusion mixes the fresh I_g into I'')."""
   _, t, state = ecgan_small
   d = TorchMultiscaleD(SRC.semantic_nc + 3, 8, 3, 2)
   randomize(d, 11)
@@ -487,6 +491,7 @@ def test_warm_start_starts_from_the_converted_network(ecgan_small, tmp_path, mon
   out = tmp_path / 'ecgan_small.msgpack'
   cfg = small_config('B8')
   cfg.loss.use_similarity = False  # no SegFormer needed for this check
+  cfg.model.class_fusion = 'discriminator'  # I'' is G_s's output, as in the released ECGAN
   variables, report = spade_ecgan.convert_checkpoint(str(ckpt), cfg, 'ecgan', src_space=SRC)
   spade_ecgan.save_converted(variables, report, str(out))
   assert 'fc1.weight' in spade_ecgan.converted_summary(str(out))

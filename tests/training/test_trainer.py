@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ecgan_jax.evaluation import samples
 from tests.training import helpers
 
 
@@ -71,7 +72,8 @@ def test_sigterm_saves_exits_cleanly_and_resumes_on_other_device_count(tmp_path)
   assert _latest_step(run) == 4
   assert re.search(r'Devices: 1 global', resumed.stderr)
   grid = np.asarray(Image.open(os.path.join(run, 'samples', 'step_0000004.png')))  # final step
-  assert grid.shape == (4 * 34 + 2, 6 * 34 + 2, 3)  # 4 examples x (label|edge|I'_e|I'|I''|real)
+  # 4 examples x (label | edge | I'_e | I' | I_g | I'' | real)
+  assert grid.shape == (4 * 34 + 2, len(samples.GRID_COLUMNS) * 34 + 2, 3) == (138, 240, 3)
   assert grid[2:34, 2:34].std() > 0  # a colourised label map, not a blank tile
   events = os.listdir(os.path.join(run, 'tensorboard'))
   assert any(e.startswith('events.out.tfevents') for e in events)

@@ -192,3 +192,15 @@ def map_state_dict(state: StateDict, rule: Callable[[str], tuple[str, tuple[str,
     collection, path, kind = target
     set_path(variables, (collection,) + path, convert_tensor(kind, value))
   return variables, sorted(unknown)
+
+
+def map_known_state_dict(state: StateDict,
+                         rule: Callable[[str], tuple[str, tuple[str, ...], str] | None],
+                         ignore: Callable[[str], bool], source: str) -> dict:
+  """`map_state_dict` where an unknown key is an error: ConversionError naming up to 8 of them as
+  'Keys that are not part of <source>: [...]'."""
+  variables, unknown = map_state_dict(state, rule, ignore)
+  if unknown:
+    raise ConversionError(f'Keys that are not part of {source}: {unknown[:8]}'
+                          + (' ...' if len(unknown) > 8 else ''))
+  return variables

@@ -46,11 +46,8 @@ def _expected_variables() -> dict:
 
 def convert_inception_state_dict(state: common.StateDict) -> dict:
   """pytorch-fid FIDInceptionV3 state_dict -> {'params', 'batch_stats'}, every leaf checked."""
-  variables, unknown = common.map_state_dict(state, _rule, _ignore)
-  if unknown:
-    raise common.ConversionError(
-        f'Keys that are not part of pytorch-fid\'s FID Inception state_dict: {unknown[:8]}'
-        + (' ...' if len(unknown) > 8 else ''))
+  variables = common.map_known_state_dict(state, _rule, _ignore,
+                                          "pytorch-fid's FID Inception state_dict")
   common.check_variables(variables, _expected_variables(), 'FID Inception state_dict')
   return variables
 

@@ -54,10 +54,8 @@ def convert_lpips_state_dicts(backbone: common.StateDict, heads: common.StateDic
 
   merged = dict(backbone)
   merged.update(heads)
-  variables, unknown = common.map_state_dict(merged, rule, ignore)
-  if unknown:
-    raise common.ConversionError(f'Keys that are not part of an LPIPS-{net} backbone or its linear '
-                                 f'heads: {unknown[:8]}' + (' ...' if len(unknown) > 8 else ''))
+  variables = common.map_known_state_dict(merged, rule, ignore,
+                                          f'an LPIPS-{net} backbone or its linear heads')
   common.check_variables(variables, _expected_variables(net), f'LPIPS-{net} weights')
   return variables
 

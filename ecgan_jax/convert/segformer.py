@@ -102,11 +102,7 @@ def _ignore(key: str) -> bool:
 def convert_segformer_state_dict(state: common.StateDict) -> dict:
   """Maps an HF SegFormer state_dict to Flax variables {'params': {'encoder', 'decode_head'},
   'batch_stats': {'decode_head'}} (no shape check: see `load_segformer_params`)."""
-  variables, unknown = common.map_state_dict(state, _rule, _ignore)
-  if unknown:
-    raise common.ConversionError(
-        f'Keys that are not part of an HF SegFormer state_dict: {unknown[:8]}'
-        + (' ...' if len(unknown) > 8 else ''))
+  variables = common.map_known_state_dict(state, _rule, _ignore, 'an HF SegFormer state_dict')
   if 'params' not in variables or 'encoder' not in variables['params']:
     raise common.ConversionError('No SegFormer encoder weights found in the state_dict')
   return variables

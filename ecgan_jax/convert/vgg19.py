@@ -50,11 +50,7 @@ def convert_vgg19_state_dict(state: common.StateDict) -> dict:
     m = _KEY.search(key)
     return ('classifier.' in key) or bool(m and int(m.group(1)) in deeper)
 
-  variables, unknown = common.map_state_dict(state, rule, ignore)
-  if unknown:
-    raise common.ConversionError(
-        f'Keys that are not part of a torchvision VGG19 state_dict: {unknown[:8]}'
-        + (' ...' if len(unknown) > 8 else ''))
+  variables = common.map_known_state_dict(state, rule, ignore, 'a torchvision VGG19 state_dict')
   common.check_variables(variables, _expected_variables(), 'VGG19 state_dict')
   return variables
 

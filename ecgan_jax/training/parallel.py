@@ -75,7 +75,10 @@ class ParallelStep:
 
   # ------------------------------------------------------------ host <-> device
   def put_replicated(self, tree: Any) -> Any:
-    """Host pytree (no device axis) -> the replicated on-device form this runner expects."""
+    """Host pytree (no device axis) -> the replicated on-device form this runner expects. A tree
+    without leaves (the frozen networks at loss.lambda_vgg = 0) is returned as is."""
+    if not jax.tree.leaves(tree):
+      return tree  # pmap needs at least one mapped argument
     if self.parallelism == 'pmap':
       # Through a pmap'd identity, so the arrays carry exactly the sharding the step's outputs
       # carry (flax's replicate uses another mesh, which makes the step compile a second time).

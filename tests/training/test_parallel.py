@@ -53,3 +53,16 @@ def test_pmap_and_shard_map_agree():
   ss, ls = _run('shard_map', None)
   np.testing.assert_allclose(sp['w'], ss['w'], rtol=1e-6, atol=1e-7)
   np.testing.assert_allclose(lp, ls, rtol=1e-6)
+
+
+@pytest.mark.parametrize('parallelism', ['pmap', 'shard_map'])
+def test_empty_frozen_tree_passes_through_to_the_step(parallelism):
+  """At loss.lambda_vgg = 0 the frozen networks are {}: pmap rejects a call with no mapped
+  argument, so put_replicated hands an empty tree through and the step still runs."""
+  runner = parallel.ParallelStep(lambda s, b, f: ({'w': s['w'] + jnp.sum(b['x'])}, {}),
+                                 parallelism, devices=jax.local_devices()[:2])
+  assert runner.put_replicated({}) == {}
+  state = runner.put_replicated({'w': np.zeros((), np.float32)})
+  state, _ = runner(state, runner.put_batch({'x': np.ones((2, 1), np.float32)}),
+                    runner.put_replicated({}))
+  assert float(runner.get_replicated(state)['w']) == 1.0  # each device adds its own example

@@ -22,6 +22,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+import timing  # noqa: E402  (benchmarks/timing.py)
+
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
 _DEVICES = flags.DEFINE_string('devices', '1,2,4,8', 'Comma-separated device counts to try.')
 _STEPS = flags.DEFINE_integer('steps', 5, 'Timed steps per device count.')
@@ -71,12 +73,7 @@ def main(argv):
       continue
     runner = run.runner(devices=jax.local_devices()[:n])
     per = batch_size // n
-    host_batch = {
-        'label': rng.integers(0, nc, (n, per, h, w)).astype(np.int32),
-        'image': rng.uniform(-1, 1, (n, per, h, w, 3)).astype(np.float32),
-        'edge': np.where(rng.uniform(size=(n, per, h, w, 1)) < 0.1, 1.0, -1.0).astype(np.float32)}
-    if not config.dataset.no_instance:
-      host_batch['instance'] = np.zeros((n, per, h, w, 1), np.float32)
+    host_batch = timing.synthetic_batch(config, n, per, rng)
     state = runner.put_replicated(host_state)
     frozen = runner.put_replicated(frozen_host)
     batch = runner.put_batch(host_batch)

@@ -18,8 +18,9 @@ Method (docs/performance.md, "Side by side with PyTorch"):
   32/16/8, as in the released generator.
 * Presets: small = 64x64, ngf = ndf = 16, batch 8; paper = 256x256, ngf = ndf = 64, batch 1
   (--size / --ngf / --batch override the preset).
-* Sides (--sides; any ablation row B1..B8 may be given): `ref` (the released ECGAN: trainer.run_generator_one_step + run_discriminator_one_step,
-  in its train.py's order, including its input preprocessing), `B4` (ours, ablation row B4: the
+* Sides (--sides; any ablation row B1..B8 may be given): `ref` (the released ECGAN:
+  trainer.run_generator_one_step + run_discriminator_one_step in its train.py's order, including
+  its input preprocessing), `B4` (ours, ablation row B4: the
   released model's parts E, G_e, G_i, G_t, G_s) and `B8` (ours, full ECGAN++: adds G_l, the
   contrastive losses, G_c and the memory bank). One of our iterations is one call of the compiled
   training step (D update, G update with Adam, and our EMA / bank / G_l updates), on one CPU device.
@@ -383,10 +384,12 @@ def main(argv):
   if problem or bad:
     sys.exit(f'vs_pytorch: error: {problem or bad[0]}')
   command = ' '.join(shlex.quote(a) for a in sys.argv)
+  started = datetime.datetime.now().isoformat(timespec='seconds')
   machine = {'cpu_count': os.cpu_count(), 'cpus_available': available,
              'processor': platform.processor() or platform.machine(),
              'python': platform.python_version(), 'load_before': os.getloadavg()}
-  print(f'vs_pytorch: {command}\nmachine: {available} CPUs available ({os.cpu_count()} total), '
+  print(f'vs_pytorch: {command}\n{started}; machine: {available} CPUs available '
+        f'({os.cpu_count()} total), '
         f'load average {" ".join(f"{x:.2f}" for x in machine["load_before"])}; '
         f'{_THREADS.value} threads per child; reference {os.path.abspath(_REFERENCE.value)}',
         flush=True)
@@ -419,7 +422,8 @@ def main(argv):
   print('load average after: ' + ' '.join(f'{x:.2f}' for x in machine['load_after']))
   if _OUT.value:
     with open(_OUT.value, 'w') as f:
-      json.dump({'command': command, 'date': datetime.datetime.now().isoformat(timespec='seconds'),
+      json.dump({'command': command, 'started': started,
+                 'finished': datetime.datetime.now().isoformat(timespec='seconds'),
                  'machine': machine, 'threads': _THREADS.value, 'rounds': _ROUNDS.value,
                  'iters': _ITERS.value, 'warmup': _WARMUP.value,
                  'reference': os.path.abspath(_REFERENCE.value), 'results': results}, f, indent=1)

@@ -30,9 +30,11 @@ Method (docs/performance.md, "Side by side with PyTorch"):
   B8, ref, B4, B8, ... for --rounds rounds) so load drift hits both sides alike.
 * A child times --warmup untimed iterations, then --iters timed ones, on one synthetic random batch
   of the right geometry (no input pipeline). It reports the per-iteration times, the first
-  iteration's time, peak RSS (getrusage ru_maxrss) and, for ours, the step's compile time (lower +
-  compile, with JAX's persistent compilation cache OFF, so it is a cold compile, unless
-  --compilation_cache names a folder), init time and XLA's flop count of the compiled step.
+  iteration's time, peak RSS (getrusage ru_maxrss; also its value before the first iteration,
+  which includes our compile, and the RSS after the last iteration) and, for ours, the step's
+  compile time (lower + compile, with JAX's persistent compilation cache OFF, so it is a cold
+  compile, unless --compilation_cache names a folder), init time and XLA's flop count of the
+  compiled step.
 * The parent prints per config and side the iteration min and median (over all rounds), compile /
   first iteration, peak memory, the ratio ours / reference (median and min), the machine (CPUs,
   load average before and after) and writes everything as JSON with --out.
@@ -161,8 +163,23 @@ def _pin_threads(threads: int) -> list[int]:
   return cpus
 
 
+def _peak_rss_mib() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _rss_mib() -> float | None:
+  """The process's resident memory now (VmRSS), None where /proc is not available."""
+  try:
+    with open('/proc/self/status') as f:
+      return next(int(line.split()[1]) / 1024 for line in f if line.startswith('VmRSS:'))
+  except (OSError, StopIteration):
+    return None
+
+
 def _time_iterations(step: Callable[[], Any], warmup: int, iters: int) -> dict[str, Any]:
-  """Times `step` (one full iteration, returns when its results are computed)."""
+  """Times `step` (one full iteration, returns when its results are computed). Also records the
+  peak RSS before the first iteration (build, init, compile) and the RSS after the last."""
+  peak_before = _peak_rss_mib()
   t0 = time.perf_counter()
   step()
   first = time.perf_counter() - t0
@@ -173,7 +190,8 @@ def _time_iterations(step: Callable[[], Any], warmup: int, iters: int) -> dict[s
     t0 = time.perf_counter()
     step()
     times.append(time.perf_counter() - t0)
-  return {'first_iter_s': first, 'iter_s': times}
+  return {'first_iter_s': first, 'iter_s': times, 'peak_rss_before_iters_mib': peak_before,
+          'rss_end_mib': _rss_mib()}
 
 
 def reference_argv(spec: dict[str, Any], workdir: str) -> list[str]:
@@ -290,7 +308,7 @@ def run_child(spec: dict[str, Any]) -> None:
   t0 = time.perf_counter()
   result = _child_reference(spec) if spec['side'] == 'ref' else _child_ours(spec)
   result.update(side=spec['side'], cpus=cpus, total_s=time.perf_counter() - t0,
-                peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+                peak_rss_mib=_peak_rss_mib())
   print(json.dumps(result), flush=True)
 
 

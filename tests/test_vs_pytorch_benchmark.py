@@ -145,7 +145,9 @@ def test_benchmark_runs_reference_and_ours_interleaved_and_writes_the_table(tmp_
   for run in (ref_run, ours_run):
     assert 'error' not in run, run
     assert len(run['iter_s']) == 1 and run['iter_s'][0] > 0 and run['first_iter_s'] > 0
-    assert run['peak_rss_mib'] > 0 and len(run['cpus']) == min(2, len(os.sched_getaffinity(0)))
+    assert len(run['cpus']) == min(2, len(os.sched_getaffinity(0)))
+    assert 0 < run['peak_rss_before_iters_mib'] <= run['peak_rss_mib']
+    assert run['rss_end_mib'] > 0
   # The fake's parameters: G a 3x3 conv 151 -> 3, D a 4x4 conv 154 -> 1.
   assert ref_run['params'] == {'G': 151 * 9 * 3 + 3, 'D': 154 * 16 + 1}
   assert ref_run['torch_threads'] == len(ref_run['cpus'])

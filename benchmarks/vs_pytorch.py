@@ -42,8 +42,9 @@ Method (docs/performance.md, "Side by side with PyTorch"):
 The reference imports torchvision (VGG19 for its perceptual loss, transforms for its data loader)
 and dill (option pickling), neither of which this measurement uses. Where one is not installed
 (torchvision does not install beside torch 2.13 here), the child registers a placeholder module
-under its name that raises `PlaceholderModuleUsed` if any attribute of it is used, and says so on
-stderr; a reference that did need it fails loudly instead of timing something else.
+under its name that raises `PlaceholderModuleUsed` if any attribute of it is used; the progress
+line of each reference child names the placeholders. A reference that did need one fails loudly
+instead of timing something else.
 """
 from __future__ import annotations
 
@@ -429,6 +430,8 @@ def main(argv):
                 + '\n    '.join(r.get('stderr_tail', [])), flush=True)
         else:
           compile_ = f', compile {r["compile_s"]:.1f} s' if r.get('compile_s') else ''
+          if r.get('placeholders'):  # not installed, unused by the timed iteration
+            compile_ += f', placeholder modules for {", ".join(r["placeholders"])}'
           print(f'  {name} round {rnd + 1}/{_ROUNDS.value} {side}: median '
                 f'{statistics.median(r["iter_s"]):.3f} s/it, first {r["first_iter_s"]:.2f} s'
                 f'{compile_}, peak RSS {r["peak_rss_mib"]:.0f} MiB, load '

@@ -153,6 +153,8 @@ def test_benchmark_runs_reference_and_ours_interleaved_and_writes_the_table(tmp_
   assert ref_run['torch_threads'] == len(ref_run['cpus'])
   assert ref_run['placeholders'] == [m for m in ('torchvision', 'torchvision.transforms',
                                                  'torchvision.models', 'dill') if _missing(m)]
+  if ref_run['placeholders']:
+    assert 'placeholder modules for ' + ', '.join(ref_run['placeholders']) in proc.stdout
   assert ours_run['compile_s'] > 0 and ours_run['flops'] > 0 and ours_run['params']['G'] > 0
   rows = {r['side']: r for r in small['rows']}
   assert rows['B4']['ratio_median'] == pytest.approx(

@@ -108,6 +108,120 @@ def _any_process(flag: bool) -> bool:
   return bool(np.any(multihost_utils.process_allgather(np.asarray(flag, np.int32))))
 
 
+class _Outputs:
+  """What a run writes besides the state: sample grids, periodic evaluation, TensorBoard scalars,
+  the log line per interval, and the one-step-late NaN check of the device metrics."""
+
+  def __init__(self, config: Any, workdir: str, run: setup_lib.Setup, runner: parallel.ParallelStep,
+               writer: logging_utils.MetricWriter, ckpt: checkpointing.Checkpointer,
+               is_main: bool):
+    self.config, self.workdir, self.runner, self.writer, self.ckpt = (config, workdir, runner,
+                                                                      writer, ckpt)
+    self.sample_every = int(config.train.sample_every)  # 0 disables sample grids
+    self.eval_every = int(config.train.get('eval_every', 0))  # 0 disables periodic evaluation
+    self.sampler = (Sampler(config, run.init_models)
+                    if is_main and self.sample_every > 0 else None)
+    self.evaluator = eval_runner.PeriodicEvaluator(config) if self.eval_every > 0 else None
+    self.last_metrics: dict[str, float] = {}
+    self.t_log, self.steps_since_log = time.time(), 0
+
+  def samples(self, state: state_lib.TrainState, step: int) -> None:
+    if self.sampler is None:
+      return
+    host = self.runner.get_replicated({'ema': state.ema_params, 'raw': state.g_params,
+                                       'g_state': state.g_state})
+    grid, l1 = self.sampler(host['ema'], host['g_state'])
+    _, l1_raw = self.sampler(host['raw'], host['g_state'])
+    l1.update({k + '_raw': v for k, v in l1_raw.items()})
+    folder = os.path.join(self.workdir, 'samples')
+    samples.save_png(os.path.join(folder, f'step_{step:07d}.png'), grid)
+    self.writer.image(step, 'samples/label|edge|fake_edge|coarse|class|final|real', grid)
+    self.writer.scalars(step, l1)
+    log.info('step %d: samples written to %s; L1(I\'\', real) EMA %.4f, raw %.4f', step, folder,
+             l1['eval/l1_final'], l1['eval/l1_final_raw'])
+
+  def evaluate(self, state: state_lib.TrainState, step: int) -> None:
+    """config.eval.metrics of the EMA generator on eval.train_num_examples validation images
+    (every process takes part; reads the state only, so resuming stays bit-exact)."""
+    host = self.runner.get_replicated({'ema': state.ema_params, 'g_state': state.g_state})
+    results = self.evaluator({'params': host['ema']['generator'], **host['g_state']['generator']})
+    self.writer.scalars(step, {f'eval/{k}': v for k, v in results.items()})
+    log.info('step %d: evaluation on %d validation images: %s', step, self.evaluator.num_examples,
+             ', '.join(f'{k} {v:.4g}' for k, v in sorted(results.items())))
+
+  def check(self, pending: tuple[int, Any]) -> tuple[int, dict[str, float]]:
+    """(step, device metrics) -> (step, host metrics); FloatingPointError on a non-finite loss."""
+    s, dev_metrics = pending
+    host = {k: float(v) for k, v in self.runner.get_replicated(dev_metrics).items()}
+    bad = logging_utils.first_nonfinite(host)
+    if bad is not None and self.config.train.halt_on_nonfinite:
+      self.ckpt.wait_until_finished()
+      raise FloatingPointError(
+          f'Non-finite loss at step {s}: {bad} = {host[bad]}. Stopping; the last good checkpoint '
+          f'is step {self.ckpt.latest_step()} in {self.ckpt.directory}.')
+    self.last_metrics = host
+    return s, host
+
+  def log_interval(self, step: int, num_steps: int, metrics: dict[str, float]) -> None:
+    elapsed = time.time() - self.t_log
+    self.writer.scalars(step, {**metrics,
+                               'train/steps_per_sec': self.steps_since_log / max(elapsed, 1e-9)})
+    log.info('%s', logging_utils.metrics_line(step, num_steps, metrics))
+    self.t_log, self.steps_since_log = time.time(), 0
+
+  def after_step(self, state: state_lib.TrainState, step: int, num_steps: int) -> None:
+    if self.sample_every > 0 and (step % self.sample_every == 0 or step == num_steps):
+      self.samples(state, step)
+    if self.evaluator is not None and (step % self.eval_every == 0 or step == num_steps):
+      self.evaluate(state, step)
+
+
+def _restore_or_init(run: setup_lib.Setup, ckpt: checkpointing.Checkpointer, train_iterator: Any,
+                     workdir: str) -> state_lib.TrainState:
+  """The newest checkpoint's state (and data position), else a fresh initial state (host)."""
+  latest = ckpt.latest_step()
+  if latest is None:
+    log.info('Starting a new run in %s', workdir)
+    return run.initial_state()
+  state = ckpt.restore(run.abstract_state(), data_iterator=train_iterator)
+  log.info('Resumed from step %d of %s', latest, ckpt.directory)
+  return state
+
+
+def _loop(config: Any, state: Any, frozen: Any, step: int, runner: parallel.ParallelStep,
+          train_iterator: Iterator, out: _Outputs, ckpt: checkpointing.Checkpointer,
+          progress: logging_utils.Progress, on_step: Callable[[int], None] | None) -> None:
+  """Steps to config.train.num_steps; metrics are fetched one step late (the device runs ahead)
+  except at log, checkpoint and stop steps."""
+  num_steps = int(config.train.num_steps)
+  pending = None  # (step, device metrics) of the previous step, checked one step late
+  with checkpointing.ShutdownSignal() as shutdown:
+    while step < num_steps:
+      state, metrics = runner(state, runner.put_batch(next(train_iterator)), frozen)
+      step += 1
+      done = out.check(pending) if pending is not None else None
+      pending = (step, metrics)
+      out.steps_since_log += 1
+      stop = _any_process(shutdown.requested)
+      save = step % int(config.train.checkpoint_every) == 0 or step == num_steps or stop
+      log_now = step % int(config.train.log_every) == 0 or save
+      if save or log_now:
+        done, pending = out.check(pending), None
+      progress.update(1, done[1] if done is not None else None)
+      if log_now and done is not None:
+        out.log_interval(step, num_steps, done[1])
+      out.after_step(state, step, num_steps)
+      if save:
+        ckpt.save(step, runner.get_replicated(state), data_iterator=train_iterator, config=config)
+      if on_step is not None:
+        on_step(step)
+      if stop:
+        log.warning('Stopped by signal after step %d; checkpoint saved.', step)
+        break
+    if pending is not None:
+      out.check(pending)
+
+
 def train(config: Any, workdir: str, *, train_iterator: Iterator | None = None,
           on_step: Callable[[int], None] | None = None) -> dict[str, float]:
   """Trains to config.train.num_steps (resuming from `workdir`); returns the last step's metrics.
@@ -124,120 +238,28 @@ def train(config: Any, workdir: str, *, train_iterator: Iterator | None = None,
   try:
     runner = run.runner()
     # Data first: the sources' start-up check runs before anything compiles.
-    sample_every = int(config.train.sample_every)  # 0 disables sample grids
     if train_iterator is None:
       bad_file = os.path.join(workdir, 'bad_examples.txt') if is_main else None
       train_iterator = pipeline.make_train_iterator(config, runner.num_local_devices,
                                                     bad_examples_file=bad_file)
-    sampler = Sampler(config, run.init_models) if is_main and sample_every > 0 else None
     ckpt = checkpointing.Checkpointer(
         os.path.join(os.path.abspath(workdir), 'checkpoints'),
         max_to_keep=int(config.train.keep_checkpoints),
         keep_every=int(config.train.get('keep_every', 0)),
         async_checkpointing=bool(config.train.async_checkpointing))
     writer = logging_utils.MetricWriter(os.path.join(workdir, 'tensorboard'), enabled=is_main)
-    latest = ckpt.latest_step()
-    if latest is not None:
-      host_state = ckpt.restore(run.abstract_state(), data_iterator=train_iterator)
-      log.info('Resumed from step %d of %s', latest, ckpt.directory)
-    else:
-      host_state = run.initial_state()
-      log.info('Starting a new run in %s', workdir)
+    out = _Outputs(config, workdir, run, runner, writer, ckpt, is_main)
+    host_state = _restore_or_init(run, ckpt, train_iterator, workdir)
     _log_setup(config, host_state, runner)
-    frozen = runner.put_replicated(run.frozen())
-    step = int(host_state.step)
-    state = runner.put_replicated(host_state)
+    step, state = int(host_state.step), runner.put_replicated(host_state)
     del host_state
-
-    def write_samples(state, step):
-      if sampler is None:
-        return
-      host = runner.get_replicated({'ema': state.ema_params, 'raw': state.g_params,
-                                    'g_state': state.g_state})
-      grid, l1 = sampler(host['ema'], host['g_state'])
-      _, l1_raw = sampler(host['raw'], host['g_state'])
-      l1.update({k + '_raw': v for k, v in l1_raw.items()})
-      samples.save_png(os.path.join(workdir, 'samples', f'step_{step:07d}.png'), grid)
-      writer.image(step, 'samples/label|edge|fake_edge|coarse|class|final|real', grid)
-      writer.scalars(step, l1)
-      log.info('step %d: samples written to %s; L1(I\'\', real) EMA %.4f, raw %.4f', step,
-               os.path.join(workdir, 'samples'), l1['eval/l1_final'], l1['eval/l1_final_raw'])
-
-    eval_every = int(config.train.get('eval_every', 0))  # 0 disables periodic evaluation
-    evaluator = eval_runner.PeriodicEvaluator(config) if eval_every > 0 else None
-
-    def evaluate(state, step):
-      """config.eval.metrics of the EMA generator on eval.train_num_examples validation images
-      (every process takes part; reads the state only, so resuming stays bit-exact)."""
-      host = runner.get_replicated({'ema': state.ema_params, 'g_state': state.g_state})
-      results = evaluator({'params': host['ema']['generator'], **host['g_state']['generator']})
-      writer.scalars(step, {f'eval/{k}': v for k, v in results.items()})
-      log.info('step %d: evaluation on %d validation images: %s', step, evaluator.num_examples,
-               ', '.join(f'{k} {v:.4g}' for k, v in sorted(results.items())))
-
     if step == 0:
-      write_samples(state, 0)
-    num_steps = int(config.train.num_steps)
-    progress = logging_utils.Progress(step, num_steps, enabled=is_main)
-    last_metrics: dict[str, float] = {}
-    pending = None  # (step, device metrics) of the previous step, checked one step late
-    t_log, steps_since_log = time.time(), 0
-
-    def check(pending):
-      nonlocal last_metrics
-      s, dev_metrics = pending
-      host = {k: float(v) for k, v in runner.get_replicated(dev_metrics).items()}
-      bad = logging_utils.first_nonfinite(host)
-      if bad is not None and config.train.halt_on_nonfinite:
-        ckpt.wait_until_finished()
-        raise FloatingPointError(
-            f'Non-finite loss at step {s}: {bad} = {host[bad]}. Stopping; the last good checkpoint '
-            f'is step {ckpt.latest_step()} in {ckpt.directory}.')
-      last_metrics = host
-      return s, host
-
-    with checkpointing.ShutdownSignal() as shutdown:
-      while step < num_steps:
-        batch = runner.put_batch(next(train_iterator))
-        state, metrics = runner(state, batch, frozen)
-        step += 1
-        done = None
-        if pending is not None:
-          done = check(pending)
-        pending = (step, metrics)
-        steps_since_log += 1
-        stop = _any_process(shutdown.requested)
-        save = step % int(config.train.checkpoint_every) == 0 or step == num_steps or stop
-        log_now = step % int(config.train.log_every) == 0 or save
-        if save or log_now:
-          done, pending = check(pending), None
-        if done is not None:
-          progress.update(1, done[1])
-        else:
-          progress.update(1)
-        if log_now and done is not None:
-          elapsed = time.time() - t_log
-          scalars = dict(done[1])
-          scalars['train/steps_per_sec'] = steps_since_log / max(elapsed, 1e-9)
-          writer.scalars(step, scalars)
-          log.info('%s', logging_utils.metrics_line(step, num_steps, done[1]))
-          t_log, steps_since_log = time.time(), 0
-        if sample_every > 0 and (step % sample_every == 0 or step == num_steps):
-          write_samples(state, step)
-        if evaluator is not None and (step % eval_every == 0 or step == num_steps):
-          evaluate(state, step)
-        if save:
-          ckpt.save(step, runner.get_replicated(state), data_iterator=train_iterator,
-                    config=config)
-        if on_step is not None:
-          on_step(step)
-        if stop:
-          log.warning('Stopped by signal after step %d; checkpoint saved.', step)
-          break
-      if pending is not None:
-        check(pending)
+      out.samples(state, 0)
+    progress = logging_utils.Progress(step, int(config.train.num_steps), enabled=is_main)
+    _loop(config, state, runner.put_replicated(run.frozen()), step, runner, train_iterator, out,
+          ckpt, progress, on_step)
     writer.flush()
-    return last_metrics
+    return out.last_metrics
   except BaseException as e:
     # The command prints the error itself; train.log keeps it with its traceback.
     log.error('Training stopped: %s: %s', type(e).__name__, e, exc_info=True,

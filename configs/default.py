@@ -103,6 +103,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.dtype = 'float32'
   # Rematerialise (jax.checkpoint) the generator's ResBlocks to save memory.
   c.model.remat = False
+  # Convolutions over the one-hot label map (SPADE's shared MLP conv, the trunk's input conv, G_s's
+  # first conv, D's first conv at full resolution) as gathers of kernel rows: same result and params, cost independent of the number
+  # of classes. Turn off only to feed the generator soft (not one-hot) label maps.
+  c.model.onehot_gather = True
   # Label generator G_l: SegFormer variant b0..b5, optional local converted checkpoint (.msgpack or
   # HF .bin/.safetensors). Without a checkpoint G_l is trained online with cross-entropy.
   c.model.label_generator = 'b0'

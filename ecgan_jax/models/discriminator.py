@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ecgan_jax import configuration
 from ecgan_jax.models.layers import (Conv, ParamFreeNorm, avg_pool_exclude_pad, leaky_relu,
                                      to_dtype, use_spectral)
 
@@ -23,18 +24,20 @@ Dtype = Any
 
 class NLayerDiscriminator(nn.Module):
   """PatchGAN: x [B, H, W, Cin] -> list of n_layers + 1 feature maps, the last the logits
-  [B, h, w, 1]. Widths ndf * 2**i capped at 512; strides 2 except the last two layers (1)."""
+  [B, h, w, 1]. Widths ndf * 2**i capped at 512; strides 2 except the last two layers (1).
+  onehot (start, n): one-hot channels of x, gathered in the first conv (`Conv.onehot`)."""
   ndf: int = 64
   n_layers: int = 4
   spectral_norm: str = 'reference'
   dtype: Dtype = jnp.float32
+  onehot: tuple[int, int] | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> list[jax.Array]:
     outs = []
     nf = self.ndf
     x = Conv(nf, 4, strides=2, padding=2, spectral=use_spectral(self.spectral_norm, False),
-             dtype=self.dtype, name='conv_0')(x, train)
+             dtype=self.dtype, onehot=self.onehot, name='conv_0')(x, train)
     x = leaky_relu(x)
     outs.append(x)
     for n in range(1, self.n_layers):
@@ -58,6 +61,8 @@ class MultiscaleDiscriminator(nn.Module):
   A 1-channel input (a real edge map) is broadcast to 3 channels, so real edges [B, H, W, 1] and
   generated edges I'_e [B, H, W, 3] go through the same first layer. `axis_name` is kept for the
   common builder signature; D has no batch statistics to sync (instance norm only).
+  onehot_classes = n > 0: the first n semantic channels are one-hot, so the full-resolution
+  scale's first conv gathers kernel rows for them (`Conv.onehot`; the pooled scales see soft maps).
   """
   ndf: int = 64
   n_layers: int = 4
@@ -65,6 +70,7 @@ class MultiscaleDiscriminator(nn.Module):
   spectral_norm: str = 'reference'
   axis_name: str | None = None
   dtype: Dtype = jnp.float32
+  onehot_classes: int = 0
 
   @nn.compact
   def __call__(self, semantics: jax.Array, image: jax.Array, *, train: bool
@@ -77,8 +83,10 @@ class MultiscaleDiscriminator(nn.Module):
     x = jnp.concatenate([semantics.astype(jnp.float32), image.astype(jnp.float32)], axis=-1)
     results = []
     for i in range(self.num_D):
+      onehot = (0, self.onehot_classes) if self.onehot_classes and i == 0 else None
       results.append(NLayerDiscriminator(self.ndf, self.n_layers, self.spectral_norm, self.dtype,
-                                         name=f'discriminator_{i}')(x.astype(self.dtype), train))
+                                         onehot, name=f'discriminator_{i}')(x.astype(self.dtype),
+                                                                            train))
       if i + 1 < self.num_D:
         x = avg_pool_exclude_pad(x)
     return results
@@ -89,4 +97,6 @@ def build_discriminator(config: Any, axis_name: str | None = None) -> Multiscale
   m = config.model
   return MultiscaleDiscriminator(ndf=int(m.ndf), n_layers=int(m.n_layers_D), num_D=int(m.num_D),
                                  spectral_norm=m.spectral_norm, axis_name=axis_name,
-                                 dtype=to_dtype(m.dtype))
+                                 dtype=to_dtype(m.dtype),
+                                 onehot_classes=(configuration.num_classes(config)
+                                                 if m.onehot_gather else 0))

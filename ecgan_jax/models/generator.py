@@ -64,6 +64,7 @@ class SPADETrunk(nn.Module):
   remat: bool = False
   axis_name: str | None = None
   dtype: Dtype = jnp.float32
+  onehot_classes: int = 0  # > 0: cond's first n channels are one-hot (gathered SPADE/fc convs)
 
   @nn.compact
   def __call__(self, cond: jax.Array, z: jax.Array | None, train: bool
@@ -75,7 +76,7 @@ class SPADETrunk(nn.Module):
 
     def block(features, name):
       return block_cls(features, self.spade_hidden, self.param_free_norm, self.spectral_norm,
-                       self.axis_name, self.dtype, name=name)
+                       self.axis_name, self.dtype, self.onehot_classes, name=name)
 
     if self.multimodal == 'vae':
       chex.assert_shape(z, (b, None))
@@ -83,7 +84,8 @@ class SPADETrunk(nn.Module):
           z.astype(self.dtype), train)
       x = x.reshape(b, sh, sw, 16 * nf)
     else:
-      x = Conv(16 * nf, 3, spectral=sn_first, dtype=self.dtype, name='fc')(
+      onehot = (0, self.onehot_classes) if self.onehot_classes else None
+      x = Conv(16 * nf, 3, spectral=sn_first, dtype=self.dtype, onehot=onehot, name='fc')(
           resize_nearest(cond, (sh, sw)).astype(self.dtype), train)
 
     taps: dict[int, jax.Array] = {}
@@ -160,16 +162,19 @@ class SemanticPreserving(nn.Module):
 
   F_c = conv3x3(lrelu(calF)) with one channel per class (N); gamma' = sigmoid(avgpool_HW(F_c));
   F_c' = F_c * gamma' + F_c; calF' = conv3x3(lrelu(F_c')) back to Cf channels;
-  I'' = tanh(conv3x3(lrelu(calF'))).
+  I'' = tanh(conv3x3(lrelu(calF'))). `onehot` (start, n): the one-hot channels of calF (S's
+  classes), gathered in the first conv (`Conv.onehot`; lrelu keeps 0/1).
   """
   num_classes: int
   spectral_norm: str = 'reference'
   dtype: Dtype = jnp.float32
+  onehot: tuple[int, int] | None = None
 
   @nn.compact
   def __call__(self, combined: jax.Array, train: bool) -> jax.Array:
     sn = use_spectral(self.spectral_norm, False)
-    fc = Conv(self.num_classes, 3, spectral=sn, dtype=self.dtype, name='conv_comb1')(
+    fc = Conv(self.num_classes, 3, spectral=sn, dtype=self.dtype, onehot=self.onehot,
+              name='conv_comb1')(
         leaky_relu(combined), train)
     gamma = jax.nn.sigmoid(jnp.mean(fc.astype(jnp.float32), axis=(1, 2), keepdims=True))
     fc = fc + fc * gamma.astype(fc.dtype)
@@ -214,6 +219,8 @@ class ECGANGenerator(nn.Module):
     I_g by per-pixel weights), 'embeddings' {'s1', 's4', ...} -> [B, H/s, W/s, proj_dim] | None.
   All outputs float32. RNG stream 'noise' is used only when multimodal is 'vae'/'noise3d' and z is
   None. Variables: 'params' and 'batch_stats' (BatchNorm running stats, spectral-norm u/sigma).
+  With onehot_gather (default) the first num_classes channels of `semantics` must be one-hot, as
+  `one_hot_semantics` builds them: the convolutions over them gather kernel rows instead.
   """
   num_classes: int
   semantic_nc: int
@@ -241,6 +248,7 @@ class ECGANGenerator(nn.Module):
   remat: bool = False
   axis_name: str | None = None
   dtype: Dtype = jnp.float32
+  onehot_gather: bool = True  # semantics' class channels are one-hot: gathered convs over them
 
   @nn.compact
   def __call__(self, semantics: jax.Array, z: jax.Array | None = None, *, train: bool
@@ -261,7 +269,8 @@ class ECGANGenerator(nn.Module):
     f, taps = SPADETrunk(
         self.ngf, self.feature_channels, self.num_upsampling_layers, self.latent_hw,
         self.multimodal, self.spade_hidden, self.param_free_norm, self.spectral_norm, self.remat,
-        self.axis_name, self.dtype, name='trunk')(cond, z if self.multimodal == 'vae' else None,
+        self.axis_name, self.dtype, self.num_classes if self.onehot_gather else 0,
+        name='trunk')(cond, z if self.multimodal == 'vae' else None,
                                                   train)
     widths = (branch_widths(self.feature_channels, self.edge_transfer_layers)
               if self.branch_widths is None else self.branch_widths)
@@ -280,8 +289,11 @@ class ECGANGenerator(nn.Module):
       if edge is not None:
         parts.append(edge.astype(f.dtype))
       parts.append(semantics.astype(f.dtype))
-      image = SemanticPreserving(self.num_classes, self.spectral_norm, self.dtype,
-                                 name='semantic_preserving')(jnp.concatenate(parts, -1), train)
+      combined = jnp.concatenate(parts, -1)
+      onehot = ((combined.shape[-1] - self.semantic_nc, self.num_classes)
+                if self.onehot_gather else None)
+      image = SemanticPreserving(self.num_classes, self.spectral_norm, self.dtype, onehot,
+                                 name='semantic_preserving')(combined, train)
 
     class_image = None
     if self.use_class_specific:
@@ -333,5 +345,6 @@ def build_generator(config: Any, axis_name: str | None = None) -> ECGANGenerator
       use_class_specific=bool(m.use_class_specific),
       use_projection_head=bool(config.loss.use_pixel_contrastive),
       remat=bool(m.remat),
+      onehot_gather=bool(m.onehot_gather),
       axis_name=axis_name,
       dtype=to_dtype(m.dtype))

@@ -2,6 +2,8 @@
 
 - `conv2d`: NHWC/HWIO convolution whose kernel gradient is an im2col matmul on the CPU backend
   (XLA:CPU's own convolution weight gradient is 10x slower; docs/performance.md).
+- `onehot_conv2d`: the same convolution of a one-hot map, given as class ids, as a sum of k x k
+  gathered kernel rows (cost independent of the number of classes).
 - `Conv` / `Dense`: PyTorch-style layers (symmetric integer padding, SPADE's xavier-normal init with
   gain 0.02) with optional spectral normalisation (`SpectralNormalizer`); the u/v/sigma power-
   iteration state lives in the `batch_stats` collection and is updated only when
@@ -185,12 +187,45 @@ def _conv2d_bwd(stride, pad, residuals, dy):
 conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
 
 
+def onehot_ids(x: jax.Array) -> jax.Array:
+  """One-hot map [B, H, W, n] (at most one 1 per pixel, the rest 0) -> ids int32 [B, H, W];
+  an all-zero pixel gets id n."""
+  n = x.shape[-1]
+  return jnp.where(jnp.max(x, axis=-1) > 0, jnp.argmax(x, axis=-1), n).astype(jnp.int32)
+
+
+def onehot_conv2d(ids: jax.Array, kernel: jax.Array, stride: int, pad: int) -> jax.Array:
+  """conv2d(one_hot(ids, n), kernel, stride, pad) without the one-hot map.
+
+  ids int [B, H, W] in [0, n] (n: no class, a zero input pixel), kernel [k, k, n, Cout] ->
+  [B, Ho, Wo, Cout] float32: out(p) = sum over taps o of kernel[o, ids(p + o)], zero padding
+  reading id n. k*k gathers of Cout-rows instead of k*k*n*Cout MACs per pixel; the kernel
+  gradient is a scatter-add. Equal to the convolution up to float summation order. No gradient
+  flows to the ids (class labels are data).
+  """
+  k, _, n, cout = kernel.shape
+  b, h, w = ids.shape
+  ho, wo = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+  table = jnp.concatenate([kernel.astype(jnp.float32), jnp.zeros((k, k, 1, cout), jnp.float32)],
+                          axis=2)
+  ip = jnp.pad(ids, ((0, 0), (pad, pad), (pad, pad)), constant_values=n)
+  y = jnp.zeros((b, ho, wo, cout), jnp.float32)
+  for i in range(k):
+    for j in range(k):
+      tap = lax.slice(ip, (0, i, j), (b, i + stride * (ho - 1) + 1, j + stride * (wo - 1) + 1),
+                      (1, stride, stride))
+      y = y + jnp.take(table[i, j], tap, axis=0, mode='clip')
+  return y
+
+
 class Conv(nn.Module):
   """2-D convolution with PyTorch padding semantics and optional spectral norm.
 
   [B, H, W, Cin] -> [B, (H + 2p - k) // s + 1, ..., features]. Params `kernel` [k, k, Cin, out]
   and `bias` [out] are float32 whatever the compute dtype; the spectral-norm state sits in
-  `batch_stats` under `sn`.
+  `batch_stats` under `sn`. `onehot=(start, n)` declares channels [start, start + n) of x a
+  one-hot map (at most one 1 per pixel, the rest 0, e.g. `one_hot_semantics`): they are
+  convolved by `onehot_conv2d` (same result, same params, no input gradient to them).
   """
   features: int
   kernel_size: int = 3
@@ -200,14 +235,26 @@ class Conv(nn.Module):
   spectral: bool = False
   dtype: Dtype = jnp.float32
   kernel_init: Callable = default_kernel_init
+  onehot: tuple[int, int] | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array, update_stats: bool = False) -> jax.Array:
-    k = self.kernel_size
+    k, s = self.kernel_size, self.strides
     p = k // 2 if self.padding is None else self.padding
     kernel = _weight(self, (k, k, x.shape[-1], self.features), self.kernel_init, update_stats)
-    y = conv2d(x.astype(self.dtype), kernel.astype(self.dtype), self.strides, p)
-    return _add_bias(self, y)
+    if not self.onehot:
+      return _add_bias(self, conv2d(x.astype(self.dtype), kernel.astype(self.dtype), s, p))
+    a, n = self.onehot
+    c = x.shape[-1]
+    if not 0 <= a < a + n <= c:
+      raise ValueError(f'onehot channels [{a}, {a + n}) are not inside the input\'s {c} channels')
+    y = onehot_conv2d(onehot_ids(jax.lax.stop_gradient(x[..., a:a + n])), kernel[:, :, a:a + n],
+                      s, p)
+    if n < c:  # the dense channels around the one-hot block: an ordinary convolution
+      dense = jnp.concatenate([x[..., :a], x[..., a + n:]], axis=-1).astype(self.dtype)
+      kd = jnp.concatenate([kernel[:, :, :a], kernel[:, :, a + n:]], axis=2).astype(self.dtype)
+      y = y + conv2d(dense, kd, s, p).astype(jnp.float32)
+    return _add_bias(self, y.astype(self.dtype))
 
 
 class SegmentConv(nn.Module):
@@ -302,13 +349,16 @@ class SPADE(nn.Module):
 
   x [B, H, W, C], seg [B, Hs, Ws, Cs] (resized to H x W with PyTorch-nearest semantics) ->
   [B, H, W, C]. gamma/beta come from a shared 3x3 conv with `hidden` channels + ReLU, then two 3x3
-  convs. The MLP is spectral-normalised only under spectral_norm='all'.
+  convs. The MLP is spectral-normalised only under spectral_norm='all'. With onehot_classes = n
+  > 0 the first n channels of seg are one-hot and the shared conv gathers kernel rows for them
+  (`Conv.onehot`).
   """
   hidden: int = 128
   param_free_norm: str = 'batch'
   spectral_norm: str = 'reference'
   axis_name: str | None = None
   dtype: Dtype = jnp.float32
+  onehot_classes: int = 0
 
   @nn.compact
   def __call__(self, x: jax.Array, seg: jax.Array, train: bool) -> jax.Array:
@@ -316,8 +366,9 @@ class SPADE(nn.Module):
     normalized = ParamFreeNorm(self.param_free_norm, self.axis_name, name='norm')(x, train)
     seg = resize_nearest(seg, x.shape[1:3]).astype(self.dtype)
     sn = use_spectral(self.spectral_norm, False)
-    actv = nn.relu(Conv(self.hidden, 3, spectral=sn, dtype=self.dtype, name='mlp_shared')(
-        seg, train))
+    onehot = (0, self.onehot_classes) if self.onehot_classes else None
+    actv = nn.relu(Conv(self.hidden, 3, spectral=sn, dtype=self.dtype, onehot=onehot,
+                        name='mlp_shared')(seg, train))
     gamma = Conv(c, 3, spectral=sn, dtype=self.dtype, name='mlp_gamma')(actv, train)
     beta = Conv(c, 3, spectral=sn, dtype=self.dtype, name='mlp_beta')(actv, train)
     return (normalized * (1 + gamma) + beta).astype(self.dtype)
@@ -329,6 +380,7 @@ class SPADEResBlock(nn.Module):
   out = shortcut(x) + conv_1(lrelu(SPADE_1(conv_0(lrelu(SPADE_0(x)))))), middle width
   min(Cin, features); shortcut = conv_s(SPADE_s(x)) (1x1, no bias) when Cin != features, else x.
   conv_0/conv_1/conv_s carry spectral norm under spectral_norm='reference' or 'all'.
+  onehot_classes: as in `SPADE`.
   """
   features: int
   hidden: int = 128
@@ -336,6 +388,7 @@ class SPADEResBlock(nn.Module):
   spectral_norm: str = 'reference'
   axis_name: str | None = None
   dtype: Dtype = jnp.float32
+  onehot_classes: int = 0
 
   @nn.compact
   def __call__(self, x: jax.Array, seg: jax.Array, train: bool) -> jax.Array:
@@ -345,7 +398,7 @@ class SPADEResBlock(nn.Module):
 
     def spade(name):
       return SPADE(self.hidden, self.param_free_norm, self.spectral_norm, self.axis_name,
-                   self.dtype, name=name)
+                   self.dtype, self.onehot_classes, name=name)
 
     if fin != self.features:
       x_s = Conv(self.features, 1, use_bias=False, spectral=sn, dtype=self.dtype, name='conv_s')(

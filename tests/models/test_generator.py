@@ -309,3 +309,32 @@ def test_bad_configuration_fails_naming_the_field():
   cfg.dataset.load_size = 48
   with pytest.raises(ConfigError, match=r'config\.dataset\.crop_size'):
     C.validate_config(cfg)
+
+
+def test_onehot_gather_gives_the_same_generator_outputs_and_gradients():
+  """model.onehot_gather (the default) changes how the convolutions over the one-hot label map
+  are computed, not what they compute: outputs and parameter gradients equal the plain convs'."""
+  cfg = tiny_config()
+  label = two_layouts(cfg)
+  sem = semantics_for(cfg, label)
+  results = []
+  for gather in (True, False):
+    cfg.model.onehot_gather = gather
+    g = build_generator(cfg)
+    variables = g.init(RNGS, sem, train=False)
+
+    def loss(params, g=g, variables=variables):
+      out, _ = g.apply({'params': params, 'batch_stats': variables['batch_stats']}, sem,
+                       train=True, mutable=['batch_stats'])
+      return sum(jnp.sum(jnp.sin(3.0 * x + 1.0)) for x in jax.tree.leaves(out))
+
+    results.append(jax.jit(jax.value_and_grad(loss))(variables['params']))
+  (va, ga), (vb, gb) = results
+  np.testing.assert_allclose(va, vb, rtol=1e-5)
+  flat_a = flax.traverse_util.flatten_dict(ga, sep='/')
+  flat_b = flax.traverse_util.flatten_dict(gb, sep='/')
+  assert flat_a.keys() == flat_b.keys()
+  for name in flat_a:
+    scale = float(jnp.max(jnp.abs(flat_b[name]))) + 1e-12
+    np.testing.assert_allclose(flat_a[name], flat_b[name], rtol=1e-4, atol=1e-4 * scale,
+                               err_msg=name)

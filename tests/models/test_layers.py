@@ -263,3 +263,42 @@ def test_conv2d_gradients_equal_xla_convolution_gradients(k, stride, pad):
   np.testing.assert_allclose(va, vb, rtol=1e-6)
   np.testing.assert_allclose(dxa, dxb, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(dwa, dwb, rtol=1e-5, atol=1e-4 * float(jnp.max(jnp.abs(dwb))))
+
+
+@pytest.mark.parametrize('k,stride,pad,onehot', [(3, 1, 1, (0, 12)), (4, 2, 2, (3, 12)),
+                                                 (3, 1, 1, (3, 12)), (1, 1, 0, (0, 15))])
+def test_onehot_conv_equals_the_convolution_of_the_one_hot_map(k, stride, pad, onehot):
+  """Conv(onehot=(start, n)) gathers kernel rows for the one-hot block: same output, same kernel
+  and dense-input gradients as the plain convolution, with all-zero (no class) pixels and the
+  block between dense channels."""
+  a, n = onehot
+  c = 15
+  rng = np.random.RandomState(0)
+  ids = rng.randint(0, n + 1, (2, 9, 10))  # id n: a pixel with no class (all zeros)
+  hot = np.eye(n + 1, dtype=np.float32)[ids][..., :n]
+  dense = rng.randn(2, 9, 10, c - n).astype(np.float32)
+  x = jnp.asarray(np.concatenate([dense[..., :a], hot, dense[..., a:]], axis=-1))
+  plain = Conv(7, k, strides=stride, padding=pad)
+  gathered = Conv(7, k, strides=stride, padding=pad, onehot=onehot)
+  params = plain.init(KEY, x)
+  params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(KEY, p.shape), params)
+  assert jax.tree.structure(params) == jax.tree.structure(gathered.init(KEY, x))
+
+  def loss(mod):
+    return jax.jit(jax.value_and_grad(lambda p, x: jnp.sum(jnp.sin(mod.apply(p, x))),
+                                      argnums=(0, 1)))(params, x)
+
+  (va, (dpa, dxa)), (vb, (dpb, dxb)) = loss(gathered), loss(plain)
+  np.testing.assert_allclose(va, vb, rtol=1e-5)
+  for ga, gb in zip(jax.tree.leaves(dpa), jax.tree.leaves(dpb)):
+    np.testing.assert_allclose(ga, gb, rtol=1e-5, atol=1e-5)
+  keep = np.r_[0:a, a + n:c]  # the one-hot channels are data: no gradient flows to them
+  np.testing.assert_allclose(np.asarray(dxa)[..., keep], np.asarray(dxb)[..., keep], rtol=1e-5,
+                             atol=1e-5)
+  assert not np.any(np.asarray(dxa)[..., a:a + n])
+
+
+def test_onehot_conv_rejects_a_block_outside_the_input():
+  x = jnp.zeros((1, 4, 4, 5))
+  with pytest.raises(ValueError, match=r'onehot channels \[3, 9\)'):
+    Conv(2, 3, onehot=(3, 6)).init(KEY, x)

@@ -2,12 +2,12 @@
 XLA's flop count (cost analysis of the compiled program), compile time, wall and CPU time.
 
   python benchmarks/components.py                         # ADE20K labels, 64x64, ngf 16, batch 8
-  python benchmarks/components.py --size=256 --ngf=64 --batch=1 --only=D,d_conv
+  python benchmarks/components.py --size=256 --ngf=64 --batch=1 --only=D,kernel_grad
 
 Components: G (generator, all outputs, loss = sum of sines), D (multi-scale discriminator on
-[S, image]), VGG (VGG19 features), L (SegFormer-b0 logits), d_conv (D's widest 4x4 stride-1 pad-2
-convolution alone, [B, H/8+1, W/8+1, 4 ndf] -> 8 ndf, XLA's convolution against an im2col +
-matmul weight gradient). Data are random; parameters random (nothing is trained).
+[S, image]), VGG (VGG19 features), L (SegFormer-b0 logits), kernel_grad (a convolution's kernel
+gradient alone, XLA:CPU's against per-tap matmuls, at the fixed layer shapes of
+KERNEL_GRAD_SHAPES). Data are random; parameters random (nothing is trained).
 """
 import os
 import statistics
@@ -19,17 +19,17 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-from jax import lax  # noqa: E402
 
 from configs import ade20k  # noqa: E402
 from ecgan_jax import configuration  # noqa: E402
+from ecgan_jax.models import layers  # noqa: E402
 from ecgan_jax.models import semantics as semantics_lib  # noqa: E402
 from ecgan_jax.training import setup  # noqa: E402
 
 _SIZE = flags.DEFINE_integer('size', 64, 'Image height = width.')
 _NGF = flags.DEFINE_integer('ngf', 16, 'ngf = ndf.')
 _BATCH = flags.DEFINE_integer('batch', 8, 'Batch size.')
-_ONLY = flags.DEFINE_list('only', ['G', 'D', 'VGG', 'L', 'd_conv'], 'Components to time.')
+_ONLY = flags.DEFINE_list('only', ['G', 'D', 'VGG', 'L', 'kernel_grad'], 'Components to time.')
 _REPEATS = flags.DEFINE_integer('repeats', 3, 'Timed calls after one warm-up.')
 
 
@@ -61,20 +61,40 @@ def _grad_of_sum(apply):
   return jax.grad(loss, argnums=(0, 1))
 
 
-def conv_xla(x, w):
-  return lax.conv_general_dilated(x, w, (1, 1), ((2, 2), (2, 2)),
-                                  dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+# Kernel-gradient shapes (x [B, H, W, Cin], Cout, k, stride, pad) of the layers that matter at
+# the small preset (64x64, ngf 16, batch 8) and the paper's (256x256, ngf 64, batch 1).
+KERNEL_GRAD_SHAPES = {
+    'small G_s conv_comb2': ((8, 64, 64, 150), 173, 3, 1, 1),
+    'small SPADE mlp_gamma 64px': ((8, 64, 64, 128), 32, 3, 1, 1),
+    'small SPADE mlp_gamma 32px': ((8, 32, 32, 128), 64, 3, 1, 1),
+    'small G_s conv_comb': ((8, 64, 64, 173), 3, 3, 1, 1),
+    'small trunk conv 64px': ((8, 64, 64, 32), 16, 3, 1, 1),
+    'small trunk conv 8px': ((8, 8, 8, 256), 128, 3, 1, 1),
+    'small D 4x4 stride 1': ((24, 9, 9, 64), 128, 4, 1, 2),
+    'paper SPADE mlp_gamma 256px': ((1, 256, 256, 128), 64, 3, 1, 1),
+    'paper trunk conv 256px': ((1, 256, 256, 64), 64, 3, 1, 1),
+    'paper trunk conv 16px': ((1, 16, 16, 1024), 1024, 3, 1, 1),
+    'paper G_s conv_comb2': ((1, 256, 256, 150), 215, 3, 1, 1),
+    'paper D 4x4 stride 2': ((6, 129, 129, 64), 128, 4, 2, 2),
+    'paper D 4x4 stride 1': ((6, 33, 33, 256), 512, 4, 1, 2),
+}
 
 
-def conv_im2col(x, w):
-  """The same convolution as patches [B*Ho*Wo, 16 Cin] @ kernel [16 Cin, Cout]."""
-  b, h, wd, c = x.shape
-  k = w.shape[0]
-  xp = jnp.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)))
-  ho, wo = h + 4 - k + 1, wd + 4 - k + 1
-  cols = [xp[:, i:i + ho, j:j + wo, :] for i in range(k) for j in range(k)]
-  patches = jnp.stack(cols, axis=3).reshape(b * ho * wo, k * k * c)
-  return (patches @ w.reshape(-1, w.shape[-1])).reshape(b, ho, wo, -1)
+def time_kernel_grads():
+  """XLA:CPU's convolution kernel gradient against `layers._tap_kernel_grad` per shape, with the
+  choice `layers.use_tap_kernel_grad` makes."""
+  for name, (xs, cout, k, stride, pad) in KERNEL_GRAD_SHAPES.items():
+    x = jax.random.normal(jax.random.PRNGKey(0), xs)
+    ho, wo = (xs[1] + 2 * pad - k) // stride + 1, (xs[2] + 2 * pad - k) // stride + 1
+    dy = jax.random.normal(jax.random.PRNGKey(1), (xs[0], ho, wo, cout))
+    kshape = (k, k, xs[3], cout)
+    xla = lambda x, dy: jax.vjp(  # noqa: E731
+        lambda w: layers._xla_conv(x, w, stride, pad), jnp.zeros(kshape))[1](dy)[0]
+    taps = lambda x, dy: layers._tap_kernel_grad(x, dy, k, stride, pad)  # noqa: E731
+    choice = 'taps' if layers.use_tap_kernel_grad(xs, kshape, dy.shape) else 'XLA'
+    print(f'kernel grad {name}: x {xs} -> {cout}, {k}x{k} stride {stride}; rule picks {choice}')
+    _time('  XLA', xla, x, dy)
+    _time('  taps', taps, x, dy)
 
 
 def main(argv):
@@ -109,14 +129,8 @@ def main(argv):
     apply = lambda p, x: models.label_generator.apply(  # noqa: E731
         {**v, 'params': p}, x, train=False)
     _time('L (SegFormer-b0)', _grad_of_sum(apply), v['params'], image)
-  if 'd_conv' in only:
-    cin, cout = min(4 * _NGF.value, 512), min(8 * _NGF.value, 512)
-    x = jax.random.normal(key, (3 * b, h // 8 + 1, w // 8 + 1, cin))
-    kern = jax.random.normal(key, (4, 4, cin, cout)) * 0.02
-    print(f'd_conv: x {tuple(x.shape)} -> {cout} channels, 4x4 stride 1 pad 2')
-    for name, conv in (('d_conv XLA', conv_xla), ('d_conv im2col', conv_im2col)):
-      _time(name + ' (wgrad only)', jax.grad(lambda k, x: jnp.sum(jnp.sin(conv(x, k)))), kern, x)
-      _time(name + ' (fwd+both)', _grad_of_sum(lambda k, x: conv(x, k)), kern, x)
+  if 'kernel_grad' in only:
+    time_kernel_grads()
 
 
 if __name__ == '__main__':

@@ -1,7 +1,7 @@
 """Building blocks shared by the ECGAN++ networks (NHWC throughout).
 
-- `conv2d`: NHWC/HWIO convolution whose kernel gradient is an im2col matmul on the CPU backend
-  (XLA:CPU's own convolution weight gradient is 10x slower; docs/performance.md).
+- `conv2d`: NHWC/HWIO convolution whose kernel gradient is per-tap matmuls on the CPU backend
+  where XLA:CPU's own convolution weight gradient is slow (docs/performance.md).
 - `onehot_conv2d`: the same convolution of a one-hot map, given as class ids, as a sum of k x k
   gathered kernel rows (cost independent of the number of classes).
 - `Conv` / `Dense`: PyTorch-style layers (symmetric integer padding, SPADE's xavier-normal init with
@@ -142,24 +142,41 @@ def _xla_conv(x: jax.Array, kernel: jax.Array, stride: int, pad: int) -> jax.Arr
                                   dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
 
 
-def _patches(x: jax.Array, k: int, stride: int, pad: int, out_hw: tuple[int, int]) -> jax.Array:
-  """x [B, H, W, C] -> im2col rows [B * Ho * Wo, k * k * C], ordered as a [k, k, C, ...] kernel
-  flattens."""
+def _tap_kernel_grad(x: jax.Array, dy: jax.Array, k: int, stride: int, pad: int) -> jax.Array:
+  """Kernel gradient of conv2d as k*k matmuls, one per tap: dK[i, j] = x_shift(i, j)^T @ dy,
+  x [B, H, W, Cin], dy [B, Ho, Wo, Cout] -> [k, k, Cin, Cout] float32."""
   b, _, _, c = x.shape
-  ho, wo = out_hw
+  ho, wo = dy.shape[1:3]
   xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-  cols = [lax.slice(xp, (0, i, j, 0), (b, i + stride * (ho - 1) + 1, j + stride * (wo - 1) + 1, c),
-                    (1, stride, stride, 1)) for i in range(k) for j in range(k)]
-  return jnp.stack(cols, axis=3).reshape(b * ho * wo, k * k * c)
+  d2 = dy.reshape(-1, dy.shape[-1])
+  taps = []
+  for i in range(k):
+    for j in range(k):
+      xs = lax.slice(xp, (0, i, j, 0), (b, i + stride * (ho - 1) + 1, j + stride * (wo - 1) + 1, c),
+                     (1, stride, stride, 1)).reshape(-1, c)
+      taps.append(lax.dot_general(xs, d2, (((0,), (0,)), ((), ())),
+                                  preferred_element_type=jnp.float32))
+  return jnp.stack(taps).reshape(k, k, c, dy.shape[-1])
+
+
+def use_tap_kernel_grad(x_shape: tuple[int, ...], kernel_shape: tuple[int, ...],
+                        out_shape: tuple[int, ...]) -> bool:
+  """Whether the CPU backend should compute a conv's kernel gradient as per-tap matmuls rather
+  than with XLA's own convolution. XLA:CPU's kernel gradient runs at ~25 GFLOP/s for small
+  problems but drops to ~5 GFLOP/s (and to 0.1 for 4x4 kernels) once the batch x output pixels x
+  Cout or the kernel grow; the rule and its measurements are in docs/performance.md."""
+  k, _, cin, cout = kernel_shape
+  n = out_shape[0] * out_shape[1] * out_shape[2]
+  return k != 3 or n * cout >= 2 ** 21 or k * k * cin * cout >= 2 ** 20
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def conv2d(x: jax.Array, kernel: jax.Array, stride: int, pad: int) -> jax.Array:
   """x [B, H, W, Cin] * kernel [k, k, Cin, Cout], symmetric zero padding `pad` -> [B, Ho, Wo, Cout].
 
-  Forward and input gradient are XLA's convolution; on the CPU backend the kernel gradient is
-  patches^T @ dy (one matmul; XLA:CPU's convolution weight gradient is about 10x slower, e.g.
-  D's 4x4 stride-1 layers), elsewhere XLA's own. Same values up to float reassociation.
+  Forward and input gradient are XLA's convolution. On the CPU backend the kernel gradient is k*k
+  per-tap matmuls where `use_tap_kernel_grad` says XLA:CPU's own is slow (up to 70x for D's 4x4
+  layers), elsewhere XLA's. Same values up to float reassociation.
   """
   return _xla_conv(x, kernel, stride, pad)
 
@@ -175,12 +192,13 @@ def _conv2d_bwd(stride, pad, residuals, dy):
   def xla_kernel_grad(x, dy):
     return jax.vjp(lambda k: _xla_conv(x, k, stride, pad), kernel)[1](dy)[0]
 
-  def im2col_kernel_grad(x, dy):
-    cols = _patches(x, kernel.shape[0], stride, pad, dy.shape[1:3])
-    dk = jnp.dot(cols.T, dy.reshape(-1, dy.shape[-1]), preferred_element_type=jnp.float32)
-    return dk.reshape(kernel.shape).astype(kernel.dtype)
+  if not use_tap_kernel_grad(x.shape, kernel.shape, dy.shape):
+    return dx, xla_kernel_grad(x, dy)
 
-  dk = lax.platform_dependent(x, dy, cpu=im2col_kernel_grad, default=xla_kernel_grad)
+  def cpu_kernel_grad(x, dy):
+    return _tap_kernel_grad(x, dy, kernel.shape[0], stride, pad).astype(kernel.dtype)
+
+  dk = lax.platform_dependent(x, dy, cpu=cpu_kernel_grad, default=xla_kernel_grad)
   return dx, dk
 
 

@@ -251,7 +251,8 @@ def test_batch_norm_statistics_match_torch_batchnorm():
 
 @pytest.mark.parametrize('k,stride,pad', [(4, 1, 2), (4, 2, 2), (3, 1, 1), (1, 1, 0)])
 def test_conv2d_gradients_equal_xla_convolution_gradients(k, stride, pad):
-  """conv2d's im2col kernel gradient (CPU) and XLA's input gradient match autodiff of XLA's conv."""
+  """conv2d's gradients (per-tap kernel gradient on CPU where the rule picks it: here for k = 4
+  and 1) match autodiff of XLA's conv."""
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 9, 10, 5))
   w = jax.random.normal(jax.random.PRNGKey(1), (k, k, 5, 7))
   xla = lambda x, w: jax.lax.conv_general_dilated(  # noqa: E731
@@ -302,3 +303,26 @@ def test_onehot_conv_rejects_a_block_outside_the_input():
   x = jnp.zeros((1, 4, 4, 5))
   with pytest.raises(ValueError, match=r'onehot channels \[3, 9\)'):
     Conv(2, 3, onehot=(3, 6)).init(KEY, x)
+
+
+@pytest.mark.parametrize('k,stride,pad', [(3, 1, 1), (3, 2, 1), (4, 1, 2)])
+def test_tap_kernel_gradient_equals_xla_kernel_gradient(k, stride, pad):
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 9, 10, 5))
+  w = jax.random.normal(jax.random.PRNGKey(1), (k, k, 5, 7))
+  y, vjp = jax.vjp(lambda w: layers._xla_conv(x, w, stride, pad), w)
+  dy = jax.random.normal(jax.random.PRNGKey(2), y.shape)
+  np.testing.assert_allclose(layers._tap_kernel_grad(x, dy, k, stride, pad), vjp(dy)[0],
+                             rtol=1e-5, atol=1e-5)
+
+
+def test_tap_kernel_gradient_rule_follows_the_measured_shapes():
+  """XLA's kernel gradient for small 3x3 problems; per-tap matmuls for 4x4 kernels and for large
+  ones (docs/performance.md has the timings behind each case)."""
+  rule = lambda x, cout, k, ho: layers.use_tap_kernel_grad(  # noqa: E731
+      x, (k, k, x[-1], cout), (x[0], ho, ho, cout))
+  assert not rule((8, 64, 64, 128), 32, 3, 64)      # SPADE mlp_gamma at 64px, batch 8
+  assert not rule((8, 64, 64, 173), 3, 3, 64)       # G_s conv_comb
+  assert rule((8, 64, 64, 150), 173, 3, 64)         # G_s conv_comb2
+  assert rule((1, 256, 256, 128), 64, 3, 256)       # SPADE mlp_gamma at 256px
+  assert rule((1, 16, 16, 1024), 1024, 3, 16)       # the paper trunk's 16px convs
+  assert rule((24, 9, 9, 64), 128, 4, 10)           # D's 4x4 stride-1 layer, however small

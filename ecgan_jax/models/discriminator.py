@@ -25,19 +25,20 @@ Dtype = Any
 class NLayerDiscriminator(nn.Module):
   """PatchGAN: x [B, H, W, Cin] -> list of n_layers + 1 feature maps, the last the logits
   [B, h, w, 1]. Widths ndf * 2**i capped at 512; strides 2 except the last two layers (1).
-  onehot (start, n): one-hot channels of x, gathered in the first conv (`Conv.onehot`)."""
+  onehot / stopped (start, n): data channels of x for the first conv (`Conv`)."""
   ndf: int = 64
   n_layers: int = 4
   spectral_norm: str = 'reference'
   dtype: Dtype = jnp.float32
   onehot: tuple[int, int] | None = None
+  stopped: tuple[int, int] | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> list[jax.Array]:
     outs = []
     nf = self.ndf
     x = Conv(nf, 4, strides=2, padding=2, spectral=use_spectral(self.spectral_norm, False),
-             dtype=self.dtype, onehot=self.onehot, name='conv_0')(x, train)
+             dtype=self.dtype, onehot=self.onehot, stopped=self.stopped, name='conv_0')(x, train)
     x = leaky_relu(x)
     outs.append(x)
     for n in range(1, self.n_layers):
@@ -61,8 +62,10 @@ class MultiscaleDiscriminator(nn.Module):
   A 1-channel input (a real edge map) is broadcast to 3 channels, so real edges [B, H, W, 1] and
   generated edges I'_e [B, H, W, 3] go through the same first layer. `axis_name` is kept for the
   common builder signature; D has no batch statistics to sync (instance norm only).
-  onehot_classes = n > 0: the first n semantic channels are one-hot, so the full-resolution
-  scale's first conv gathers kernel rows for them (`Conv.onehot`; the pooled scales see soft maps).
+  onehot_classes = n > 0: the first n semantic channels are one-hot and the label map is data (no
+  gradient to it): the full-resolution scale's first conv gathers kernel rows for the classes
+  (`Conv.onehot`), the pooled scales convolve the pooled map apart from the image
+  (`Conv.stopped`), so backward passes compute input gradients for the image channels only.
   """
   ndf: int = 64
   n_layers: int = 4
@@ -80,15 +83,19 @@ class MultiscaleDiscriminator(nn.Module):
     if image.shape[-1] == 1:
       image = jnp.broadcast_to(image, (*image.shape[:3], 3))
     chex.assert_shape(image, (*semantics.shape[:3], 3))
-    x = jnp.concatenate([semantics.astype(jnp.float32), image.astype(jnp.float32)], axis=-1)
+    sem, image = semantics.astype(jnp.float32), image.astype(jnp.float32)
+    if self.onehot_classes:  # the label map is data: pooled and convolved without gradients
+      sem = jax.lax.stop_gradient(sem)
     results = []
     for i in range(self.num_D):
-      onehot = (0, self.onehot_classes) if self.onehot_classes and i == 0 else None
+      x = jnp.concatenate([sem, image], axis=-1).astype(self.dtype)
+      onehot = stopped = None
+      if self.onehot_classes:
+        onehot, stopped = ((0, self.onehot_classes), None) if i == 0 else (None, (0, sem.shape[-1]))
       results.append(NLayerDiscriminator(self.ndf, self.n_layers, self.spectral_norm, self.dtype,
-                                         onehot, name=f'discriminator_{i}')(x.astype(self.dtype),
-                                                                            train))
+                                         onehot, stopped, name=f'discriminator_{i}')(x, train))
       if i + 1 < self.num_D:
-        x = avg_pool_exclude_pad(x)
+        sem, image = avg_pool_exclude_pad(sem), avg_pool_exclude_pad(image)
     return results
 
 

@@ -244,6 +244,8 @@ class Conv(nn.Module):
   `batch_stats` under `sn`. `onehot=(start, n)` declares channels [start, start + n) of x a
   one-hot map (at most one 1 per pixel, the rest 0, e.g. `one_hot_semantics`): they are
   convolved by `onehot_conv2d` (same result, same params, no input gradient to them).
+  `stopped=(start, n)` declares them data of any values: their own convolution, no input
+  gradient (so the backward pass computes input gradients for the other channels only).
   """
   features: int
   kernel_size: int = 3
@@ -254,21 +256,28 @@ class Conv(nn.Module):
   dtype: Dtype = jnp.float32
   kernel_init: Callable = default_kernel_init
   onehot: tuple[int, int] | None = None
+  stopped: tuple[int, int] | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array, update_stats: bool = False) -> jax.Array:
     k, s = self.kernel_size, self.strides
     p = k // 2 if self.padding is None else self.padding
     kernel = _weight(self, (k, k, x.shape[-1], self.features), self.kernel_init, update_stats)
-    if not self.onehot:
+    block = self.onehot or self.stopped
+    if not block:
       return _add_bias(self, conv2d(x.astype(self.dtype), kernel.astype(self.dtype), s, p))
-    a, n = self.onehot
+    if self.onehot and self.stopped:
+      raise ValueError('Conv takes one data block: onehot or stopped, not both')
+    a, n = block
     c = x.shape[-1]
     if not 0 <= a < a + n <= c:
-      raise ValueError(f'onehot channels [{a}, {a + n}) are not inside the input\'s {c} channels')
-    y = onehot_conv2d(onehot_ids(jax.lax.stop_gradient(x[..., a:a + n])), kernel[:, :, a:a + n],
-                      s, p)
-    if n < c:  # the dense channels around the one-hot block: an ordinary convolution
+      raise ValueError(f'data channels [{a}, {a + n}) are not inside the input\'s {c} channels')
+    data, kb = jax.lax.stop_gradient(x[..., a:a + n]), kernel[:, :, a:a + n]
+    if self.onehot:
+      y = onehot_conv2d(onehot_ids(data), kb, s, p)
+    else:
+      y = conv2d(data.astype(self.dtype), kb.astype(self.dtype), s, p).astype(jnp.float32)
+    if n < c:  # the channels around the data block: an ordinary convolution
       dense = jnp.concatenate([x[..., :a], x[..., a + n:]], axis=-1).astype(self.dtype)
       kd = jnp.concatenate([kernel[:, :, :a], kernel[:, :, a + n:]], axis=2).astype(self.dtype)
       y = y + conv2d(dense, kd, s, p).astype(jnp.float32)

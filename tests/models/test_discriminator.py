@@ -77,7 +77,8 @@ def test_second_scale_sees_the_average_pooled_input(tiny_d):
   d, v, sem, image = tiny_d['d'], tiny_d['v'], tiny_d['sem'], tiny_d['image']
   (_, (outs, _)) = tiny_d['run'](v['params'], sem, image, False)
   x = avg_pool_exclude_pad(jnp.concatenate([sem, image], -1))
-  single = NLayerDiscriminator(d.ndf, d.n_layers, d.spectral_norm)
+  # the same layers as D's second scale (the pooled label map convolved as a data block)
+  single = NLayerDiscriminator(d.ndf, d.n_layers, d.spectral_norm, stopped=(0, sem.shape[-1]))
   sub = {'params': v['params']['discriminator_1'],
          'batch_stats': v['batch_stats']['discriminator_1']}
   ref = jax.jit(lambda sub, x: single.apply(sub, x, False))(sub, x)

@@ -266,21 +266,25 @@ def test_conv2d_gradients_equal_xla_convolution_gradients(k, stride, pad):
   np.testing.assert_allclose(dwa, dwb, rtol=1e-5, atol=1e-4 * float(jnp.max(jnp.abs(dwb))))
 
 
-@pytest.mark.parametrize('k,stride,pad,onehot', [(3, 1, 1, (0, 12)), (4, 2, 2, (3, 12)),
-                                                 (3, 1, 1, (3, 12)), (1, 1, 0, (0, 15))])
-def test_onehot_conv_equals_the_convolution_of_the_one_hot_map(k, stride, pad, onehot):
-  """Conv(onehot=(start, n)) gathers kernel rows for the one-hot block: same output, same kernel
-  and dense-input gradients as the plain convolution, with all-zero (no class) pixels and the
-  block between dense channels."""
-  a, n = onehot
+@pytest.mark.parametrize('mode', ['onehot', 'stopped'])
+@pytest.mark.parametrize('k,stride,pad,block', [(3, 1, 1, (0, 12)), (4, 2, 2, (3, 12)),
+                                                (3, 1, 1, (3, 12)), (1, 1, 0, (0, 15))])
+def test_data_block_conv_equals_the_plain_convolution(k, stride, pad, block, mode):
+  """Conv(onehot=(start, n)) gathers kernel rows for a one-hot block, Conv(stopped=...) convolves
+  a block of any values on its own: same output, same kernel and other-input gradients as the
+  plain convolution (with all-zero, no-class pixels and the block between dense channels), and no
+  gradient to the block."""
+  a, n = block
   c = 15
   rng = np.random.RandomState(0)
   ids = rng.randint(0, n + 1, (2, 9, 10))  # id n: a pixel with no class (all zeros)
   hot = np.eye(n + 1, dtype=np.float32)[ids][..., :n]
+  if mode == 'stopped':
+    hot = rng.rand(2, 9, 10, n).astype(np.float32)
   dense = rng.randn(2, 9, 10, c - n).astype(np.float32)
   x = jnp.asarray(np.concatenate([dense[..., :a], hot, dense[..., a:]], axis=-1))
   plain = Conv(7, k, strides=stride, padding=pad)
-  gathered = Conv(7, k, strides=stride, padding=pad, onehot=onehot)
+  gathered = Conv(7, k, strides=stride, padding=pad, **{mode: block})
   params = plain.init(KEY, x)
   params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(KEY, p.shape), params)
   assert jax.tree.structure(params) == jax.tree.structure(gathered.init(KEY, x))
@@ -299,10 +303,12 @@ def test_onehot_conv_equals_the_convolution_of_the_one_hot_map(k, stride, pad, o
   assert not np.any(np.asarray(dxa)[..., a:a + n])
 
 
-def test_onehot_conv_rejects_a_block_outside_the_input():
+def test_data_block_conv_rejects_a_block_outside_the_input_or_two_blocks():
   x = jnp.zeros((1, 4, 4, 5))
-  with pytest.raises(ValueError, match=r'onehot channels \[3, 9\)'):
+  with pytest.raises(ValueError, match=r'data channels \[3, 9\)'):
     Conv(2, 3, onehot=(3, 6)).init(KEY, x)
+  with pytest.raises(ValueError, match='onehot or stopped'):
+    Conv(2, 3, onehot=(0, 2), stopped=(2, 2)).init(KEY, x)
 
 
 @pytest.mark.parametrize('k,stride,pad', [(3, 1, 1), (3, 2, 1), (4, 1, 2)])

@@ -7,7 +7,10 @@ XLA's flop count (cost analysis of the compiled program), compile time, wall and
 Components: G (generator, all outputs, loss = sum of sines), D (multi-scale discriminator on
 [S, image]), VGG (VGG19 features), L (SegFormer-b0 logits), kernel_grad (a convolution's kernel
 gradient alone, XLA:CPU's against per-tap matmuls, at the fixed layer shapes of
-KERNEL_GRAD_SHAPES). Data are random; parameters random (nothing is trained).
+KERNEL_GRAD_SHAPES), conv_forward (XLA's forward convolution against per-tap matmuls at those
+shapes; not in the default list), onehot (SPADE's shared conv over the one-hot map dense vs gathered, and a
+full-resolution SPADE norm with and without the gather). Data are random; parameters random
+(nothing is trained).
 """
 import os
 import statistics
@@ -29,7 +32,8 @@ from ecgan_jax.training import setup  # noqa: E402
 _SIZE = flags.DEFINE_integer('size', 64, 'Image height = width.')
 _NGF = flags.DEFINE_integer('ngf', 16, 'ngf = ndf.')
 _BATCH = flags.DEFINE_integer('batch', 8, 'Batch size.')
-_ONLY = flags.DEFINE_list('only', ['G', 'D', 'VGG', 'L', 'kernel_grad'], 'Components to time.')
+_ONLY = flags.DEFINE_list('only', ['G', 'D', 'VGG', 'L', 'kernel_grad', 'onehot'],
+                          'Components to time.')
 _REPEATS = flags.DEFINE_integer('repeats', 3, 'Timed calls after one warm-up.')
 
 
@@ -97,6 +101,55 @@ def time_kernel_grads():
     _time('  taps', taps, x, dy)
 
 
+def _forward_taps(x, kern, pad):
+  """A stride-1 conv as k*k matmuls of shifted inputs (the forward form tried against XLA's)."""
+  k = kern.shape[0]
+  b, h, w, c = x.shape
+  xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  ho, wo = h + 2 * pad - k + 1, w + 2 * pad - k + 1
+  y = sum(xp[:, i:i + ho, j:j + wo].reshape(-1, c) @ kern[i, j] for i in range(k) for j in range(k))
+  return y.reshape(b, ho, wo, -1)
+
+
+def time_conv_forwards():
+  """XLA:CPU's forward convolution against the same conv as per-tap matmuls, at the stride-1
+  shapes of KERNEL_GRAD_SHAPES."""
+  for name, (xs, cout, k, stride, pad) in KERNEL_GRAD_SHAPES.items():
+    if stride != 1:
+      continue
+    x = jax.random.normal(jax.random.PRNGKey(0), xs)
+    kern = jax.random.normal(jax.random.PRNGKey(1), (k, k, xs[3], cout))
+    print(f'conv forward {name}: x {xs} -> {cout}, {k}x{k}')
+    _time('  XLA', lambda x, kern: layers._xla_conv(x, kern, 1, pad), x, kern)
+    _time('  taps', lambda x, kern: _forward_taps(x, kern, pad), x, kern)
+
+
+def time_onehot_convs(b: int, h: int, w: int, num_classes: int, hidden: int = 128):
+  """SPADE's shared conv over the one-hot map, dense vs gathered (`layers.onehot_conv2d`), and a
+  whole SPADE norm (up_3's: 2 ngf channels) forward + backward with `onehot_classes` off and on."""
+  key = jax.random.PRNGKey(0)
+  label = jax.random.randint(key, (b, h, w), 0, num_classes)
+  kern = jax.random.normal(key, (3, 3, num_classes, hidden)) * 0.02
+  dense = lambda k, label: layers.conv2d(  # noqa: E731
+      jax.nn.one_hot(label, num_classes), k, 1, 1)
+  gathered = lambda k, label: layers.onehot_conv2d(label, k, 1, 1)  # noqa: E731
+  for name, conv in (('dense', dense), ('gathered', gathered)):
+    _time(f'one-hot conv {name} fwd', conv, kern, label)
+    _time(f'one-hot conv {name} fwd+kgrad',
+          jax.grad(lambda k, label, conv=conv: jnp.sum(jnp.sin(conv(k, label)))), kern, label)
+  x = jax.random.normal(key, (b, h, w, 2 * _NGF.value))
+  for n in (0, num_classes):
+    mod = layers.SPADE(hidden, onehot_classes=n)
+    v = mod.init(key, x[:1], jax.nn.one_hot(label[:1], num_classes), False)
+
+    def loss(params, x, label, mod=mod, v=v):
+      y, _ = mod.apply({**v, 'params': params}, x, jax.nn.one_hot(label, num_classes), True,
+                       mutable=['batch_stats'])
+      return jnp.sum(jnp.sin(y))
+
+    _time(f'SPADE norm onehot_classes={n}', jax.grad(loss, argnums=(0, 1)), v['params'], x, label)
+
+
 def main(argv):
   del argv
   config = ade20k.get_config()
@@ -131,6 +184,10 @@ def main(argv):
     _time('L (SegFormer-b0)', _grad_of_sum(apply), v['params'], image)
   if 'kernel_grad' in only:
     time_kernel_grads()
+  if 'conv_forward' in only:
+    time_conv_forwards()
+  if 'onehot' in only:
+    time_onehot_convs(b, h, w, configuration.num_classes(config))
 
 
 if __name__ == '__main__':

@@ -227,17 +227,17 @@ def onehot_conv2d(ids: jax.Array, kernel: jax.Array, stride: int, pad: int) -> j
   table = jnp.concatenate([kernel.astype(jnp.float32), jnp.zeros((k, k, 1, cout), jnp.float32)],
                           axis=2)
   ip = jnp.pad(ids, ((0, 0), (pad, pad), (pad, pad)), constant_values=n)
-  rows = []
+  y = jnp.zeros((b * ho * wo, cout), jnp.float32)
   for i in range(k):
     for j in range(k):
       tap = lax.slice(ip, (0, i, j), (b, i + stride * (ho - 1) + 1, j + stride * (wo - 1) + 1),
                       (1, stride, stride))
-      rows.append(jnp.take(table[i, j], tap.reshape(-1), axis=0, mode='clip'))
-  # The sum over taps as a dot with ones: XLA:CPU keeps a dot's output row-major, where an
-  # elementwise sum got fused into the transposed layout a later kernel gradient wants and read
-  # the 9 gathered maps with a 2 MB stride (docs/performance.md).
-  y = lax.dot_general(jnp.ones((k * k,), jnp.float32), jnp.stack(rows, axis=1),
-                      (((0,), (1,)), ((), ())))
+      y = y + jnp.take(table[i, j], tap.reshape(-1), axis=0, mode='clip')
+  # Pinned row-major by a dot with the identity (Cout^2 MACs per pixel, ~1/k^2n of the conv's):
+  # XLA:CPU keeps dot operands row-major, where otherwise it fused the elementwise tap sum into
+  # the transposed layout a later kernel gradient wants and read the gathered rows with a 2 MB
+  # stride (docs/performance.md).
+  y = y @ jnp.eye(cout, dtype=jnp.float32)
   return y.reshape(b, ho, wo, cout)
 
 

@@ -3,7 +3,7 @@ step on one device, each XLA op's time summed under the module that emitted it (
 backward 'B'), with the op that cost most.
 
   python benchmarks/profile_step.py                      # B4 at the small preset of vs_pytorch.py
-  python benchmarks/profile_step.py --side=B8 --size=256 --ngf=64 --batch=1 --top=40
+  python benchmarks/profile_step.py --side=B8 --preset=paper --top=40
 
 The config is `vs_pytorch.our_config` (ADE20K labels, VGG off, the released branch widths). Times
 are summed over XLA's worker threads (CPU time, not wall); ops without a source module (layout
@@ -28,10 +28,8 @@ import timing  # noqa: E402
 import vs_pytorch  # noqa: E402
 from ecgan_jax.training import setup  # noqa: E402
 
+# --preset (first one), --size, --ngf and --batch are vs_pytorch.py's flags (imported above).
 _SIDE = flags.DEFINE_string('side', 'B4', 'Ablation row B1..B8.')
-_SIZE = flags.DEFINE_integer('size', 64, 'Image height = width.')
-_NGF = flags.DEFINE_integer('ngf', 16, 'ngf = ndf.')
-_BATCH = flags.DEFINE_integer('batch', 8, 'Batch size.')
 _TOP = flags.DEFINE_integer('top', 25, 'Rows to print.')
 _DEPTH = flags.DEFINE_integer('depth', 4, 'Module path components to group by.')
 
@@ -59,16 +57,20 @@ def op_modules(hlo_text: str, depth: int) -> dict[str, str]:
 def main(argv):
   del argv
   jax.config.update('jax_enable_compilation_cache', False)
-  config = vs_pytorch.our_config(_SIDE.value, _SIZE.value, _NGF.value, _BATCH.value)
+  geometry = dict(vs_pytorch.PRESETS[flags.FLAGS.preset[0]])
+  for name in ('size', 'ngf', 'batch'):
+    geometry[name] = flags.FLAGS[name].value or geometry[name]
+  size, ngf, batch_size = geometry['size'], geometry['ngf'], geometry['batch']
+  config = vs_pytorch.our_config(_SIDE.value, size, ngf, batch_size)
   run = setup.build(config, num_devices=1)
   runner = run.runner(parallelism='pmap', devices=jax.local_devices()[:1])
-  batch = runner.put_batch(timing.synthetic_batch(config, 1, _BATCH.value,
+  batch = runner.put_batch(timing.synthetic_batch(config, 1, batch_size,
                                                   np.random.default_rng(0)))
   box = {'state': runner.put_replicated(run.initial_state())}
   frozen = runner.put_replicated(run.frozen())
   t0 = time.perf_counter()
   compiled = runner.lower(box['state'], batch, frozen).compile()
-  print(f'{_SIDE.value} {_SIZE.value}px ngf {_NGF.value} batch {_BATCH.value}: compile '
+  print(f'{_SIDE.value} {size}px ngf {ngf} batch {batch_size}: compile '
         f'{time.perf_counter() - t0:.1f} s; load average {os.getloadavg()[0]:.1f}', flush=True)
 
   def step():

@@ -23,7 +23,11 @@ DEFAULT_MIN_COMPILE_TIME_SECS = 0.5
 # their compile time (3.1x on the micro config's training-state init: 270 s against 845 s on a
 # loaded 2-core machine) and nothing at run time worth having. The random bits are the same; the
 # float transforms of them (erf_inv, scaling) may differ in the last bit from an optimised build.
-RUN_ONCE_COMPILER_OPTIONS = {'xla_backend_optimization_level': 0}
+# On a GPU, autotuning (timing each cuDNN / GEMM algorithm for every conv of the init's forward
+# passes) buys a program that runs once nothing either; level 0 takes the default algorithms. The
+# B8 paper-size init took 80-91 s on an H200 without this option (docs/performance.md, "GPU");
+# its effect there is not measured yet. The CPU backend ignores the GPU option.
+RUN_ONCE_COMPILER_OPTIONS = {'xla_backend_optimization_level': 0, 'xla_gpu_autotune_level': 0}
 
 
 def default_cache_dir() -> str:

@@ -142,18 +142,26 @@ def _xla_conv(x: jax.Array, kernel: jax.Array, stride: int, pad: int) -> jax.Arr
                                   dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
 
 
+def _tap_window(xp: jax.Array, i: int, j: int, stride: int, out_hw: tuple[int, int]) -> jax.Array:
+  """What tap (i, j) of a strided conv reads: xp [B, Hp, Wp, ...] (already padded) ->
+  [B, Ho, Wo, ...], element (p, q) = xp[:, i + stride * p, j + stride * q]."""
+  ho, wo = out_hw
+  rest = xp.shape[3:]
+  return lax.slice(xp, (0, i, j) + (0,) * len(rest),
+                   (xp.shape[0], i + stride * (ho - 1) + 1, j + stride * (wo - 1) + 1) + rest,
+                   (1, stride, stride) + (1,) * len(rest))
+
+
 def _tap_kernel_grad(x: jax.Array, dy: jax.Array, k: int, stride: int, pad: int) -> jax.Array:
   """Kernel gradient of conv2d as k*k matmuls, one per tap: dK[i, j] = x_shift(i, j)^T @ dy,
   x [B, H, W, Cin], dy [B, Ho, Wo, Cout] -> [k, k, Cin, Cout] float32."""
-  b, _, _, c = x.shape
-  ho, wo = dy.shape[1:3]
+  c = x.shape[-1]
   xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
   d2 = dy.reshape(-1, dy.shape[-1])
   taps = []
   for i in range(k):
     for j in range(k):
-      xs = lax.slice(xp, (0, i, j, 0), (b, i + stride * (ho - 1) + 1, j + stride * (wo - 1) + 1, c),
-                     (1, stride, stride, 1)).reshape(-1, c)
+      xs = _tap_window(xp, i, j, stride, dy.shape[1:3]).reshape(-1, c)
       taps.append(lax.dot_general(xs, d2, (((0,), (0,)), ((), ())),
                                   preferred_element_type=jnp.float32))
   return jnp.stack(taps).reshape(k, k, c, dy.shape[-1])
@@ -230,8 +238,7 @@ def onehot_conv2d(ids: jax.Array, kernel: jax.Array, stride: int, pad: int) -> j
   y = jnp.zeros((b * ho * wo, cout), jnp.float32)
   for i in range(k):
     for j in range(k):
-      tap = lax.slice(ip, (0, i, j), (b, i + stride * (ho - 1) + 1, j + stride * (wo - 1) + 1),
-                      (1, stride, stride))
+      tap = _tap_window(ip, i, j, stride, (ho, wo))
       y = y + jnp.take(table[i, j], tap.reshape(-1), axis=0, mode='clip')
   # Pinned row-major by a dot with the identity (Cout^2 MACs per pixel, ~1/k^2n of the conv's):
   # XLA:CPU keeps dot operands row-major, where otherwise it fused the elementwise tap sum into

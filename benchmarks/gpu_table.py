@@ -15,7 +15,9 @@ benchmarks/vs_pytorch.py (same method, same configs; see its docstring). This sc
 * Per case: seconds per iteration (median of --iters after --warmup), images/s, the allocator's
   peak device memory, XLA's flop count of the step, the TFLOP/s it achieves and MFU against
   --peak_tflops (default 989: the H100/H200 SXM dense bf16 peak; say which peak a number uses),
-  and ours / reference speed at the same dataset and batch.
+  and ours / reference speed at the same dataset and batch. On a GPU, XLA's cost analysis
+  leaves out convolutions that run as cuDNN custom calls (94.5 GFLOP for B8 at the paper size,
+  against 1,375 from the CPU compile of the same step), so its TFLOP/s and MFU are lower bounds.
 * --deadline_s: cases not started by then are reported as skipped, so a time-boxed run (a lent
   GPU) still prints its table. The JSON (--out) is rewritten after every child.
 * --phases=compile and then --phases=time (same --cache_dir and --out) split the two phases, so

@@ -56,7 +56,7 @@ def subprocess_env(num_devices: int, cache_dir: str | None = None) -> dict:
   return env
 
 
-def run_python(args: list[str], env: dict, timeout: float = 1800, check: bool = True,
+def run_python(args: list[str], env: dict, timeout: float = 600, check: bool = True,
                **kwargs) -> subprocess.CompletedProcess:
   proc = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True,
                         text=True, timeout=timeout, **kwargs)

@@ -1,14 +1,19 @@
-"""Process-wide JAX runtime settings: the persistent compilation cache and cheap compiles for
-programs that run once.
+"""Process-wide JAX runtime settings: the persistent compilation cache, the executable cache beside
+it, and cheap compiles for programs that run once.
 
 `enable_compilation_cache()` is called where a command starts (the train launcher); a second
 launch of the same config then loads its compiled programs from disk instead of recompiling.
+`executable_cache()` goes one step further for the trainer's init and step: their executables are
+saved keyed on the config, so a later launch loads them without tracing the model in Python.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
 import os
-from typing import Any
+import pickle
+from typing import Any, Callable
 
 import jax
 
@@ -58,3 +63,168 @@ def enable_compilation_cache(cache_dir: str | None = None) -> str | None:
 def jit_run_once(fn: Any, **kwargs) -> Any:
   """`jax.jit(fn)` compiled without LLVM optimisation: for programs that run once (init)."""
   return jax.jit(fn, compiler_options=RUN_ONCE_COMPILER_OPTIONS, **kwargs)
+
+
+# ------------------------------------------------------------------------- executable cache
+EXECUTABLES_SUBDIR = 'ecgan_executables'
+# jax.config options that do not change a traced program (where things are written or logged).
+_CONFIG_NOT_IN_KEY = ('cache', 'log', 'dump', 'explain', 'debug_log', 'traceback', 'pprint',
+                      'source_url', 'distributed_debug')
+_KEPT_PER_NAME = 8  # newest executables kept per program name; older ones are deleted
+
+
+@functools.lru_cache(maxsize=None)
+def source_fingerprint() -> str:
+  """sha256 of every .py file of the ecgan_jax package (relative path and bytes): a program traced
+  from other code gets another executable-cache key."""
+  root = os.path.dirname(os.path.abspath(__file__))
+  digest = hashlib.sha256()
+  for folder, dirs, files in os.walk(root):
+    dirs.sort()
+    for name in sorted(f for f in files if f.endswith('.py')):
+      path = os.path.join(folder, name)
+      digest.update(os.path.relpath(path, root).encode())
+      with open(path, 'rb') as f:
+        digest.update(f.read())
+  return digest.hexdigest()
+
+
+def _environment_key() -> list[str]:
+  """Everything besides the program's own inputs that decides what tracing and compiling give:
+  library versions, the package's source, the devices, XLA_FLAGS and jax.config."""
+  import importlib.metadata  # pylint: disable=import-outside-toplevel
+  versions = []
+  for dist in ('jax', 'jaxlib', 'flax', 'optax', 'chex', 'numpy'):
+    try:
+      versions.append(f'{dist}={importlib.metadata.version(dist)}')
+    except importlib.metadata.PackageNotFoundError:
+      versions.append(f'{dist}=none')
+  devices = jax.devices()
+  config = sorted((k, repr(v)) for k, v in jax.config.values.items()
+                  if not any(word in k for word in _CONFIG_NOT_IN_KEY))
+  return [*versions, source_fingerprint(), jax.default_backend(),
+          devices[0].client.platform_version,
+          repr([(d.id, d.device_kind, d.process_index) for d in devices]),
+          f'processes={jax.process_count()}', os.environ.get('XLA_FLAGS', ''), repr(config)]
+
+
+def _arguments_key(args: tuple) -> list[str]:
+  """The arguments' tree structure, abstract values (shape, dtype, weak type) and shardings."""
+  leaves, tree = jax.tree.flatten(args)
+
+  def sig(x):
+    sharding = str(x.sharding) if isinstance(x, jax.Array) else 'host'
+    return f'{jax.typeof(x)}@{sharding}'
+  return [str(tree), *map(sig, leaves)]
+
+
+class ExecutableCache:
+  """Compiled programs on disk, loaded on a later launch without tracing, lowering or compiling.
+
+  JAX's persistent compilation cache saves the compile, but its key is the lowered program, so every
+  launch still traces the training step in Python first (docs/performance.md, "Fast start"). This
+  cache keys a serialized executable on what decides the program instead: the program's name, the
+  caller's `key` (the run's config), the arguments' shapes, dtypes and shardings, the package's
+  source (`source_fingerprint`), library versions, devices, XLA_FLAGS and jax.config. Anything else
+  a traced function reads (a file, a global) must be part of `key`. An unreadable or incompatible
+  entry is ignored (compiled again, with a warning). Only programs XLA compiled afresh are saved
+  (`_compile_noting_origin`). Single-process runs only.
+
+  Entries are pickles (jax.experimental.serialize_executable): load only a cache folder you own.
+  """
+
+  def __init__(self, directory: str):
+    self.directory = directory
+
+  def _digest(self, name: str, key: str, args: tuple) -> str:
+    return hashlib.sha256('\0'.join([name, key, *_environment_key(),
+                                     *_arguments_key(args)]).encode()).hexdigest()[:32]
+
+  def compile(self, name: str, fn: Callable, args: tuple, key: str,
+              wrap: Callable[[Callable], Any] = jax.jit) -> Any:
+    """`wrap(fn)` (a jax.jit / jax.pmap of the Python function `fn`) compiled for `args`: loaded
+    from the cache when the same program was compiled before, else compiled (through JAX's own
+    caches) and, if XLA compiled it afresh, saved. Returns a jax.stages.Compiled."""
+    from jax.experimental import serialize_executable  # pylint: disable=import-outside-toplevel
+    digest = self._digest(name, key, args)
+    path = os.path.join(self.directory, f'{name}-{digest}.exe')
+    if os.path.exists(path):
+      try:
+        with open(path, 'rb') as f:
+          blob, in_tree, out_tree, device_ids = pickle.load(f)
+        by_id = {d.id: d for d in jax.devices()}
+        compiled = serialize_executable.deserialize_and_load(
+            blob, in_tree, out_tree, execution_devices=[by_id[i] for i in device_ids])
+        os.utime(path)  # most recently used: kept by the pruning below
+        log.info('Loaded the compiled %s from %s', name, path)
+        return compiled
+      except Exception as e:  # pylint: disable=broad-except
+        log.warning('Ignoring the cached executable %s (%s: %s); compiling again', path,
+                    type(e).__name__, e)
+    compiled, fresh = _compile_noting_origin(wrap(fn), args)
+    if not fresh:
+      log.info('Not caching the compiled %s: it was loaded from JAX\'s compilation cache, and '
+               'XLA:CPU cannot serialize a loaded executable again', name)
+      return compiled
+    try:
+      blob, in_tree, out_tree = serialize_executable.serialize(compiled)
+      # The devices it runs on, in order (jax.stages.Compiled has no public accessor).
+      executable = compiled._executable.xla_executable  # pylint: disable=protected-access
+      device_ids = [d.id for d in executable.local_devices()]
+      data = pickle.dumps((blob, in_tree, out_tree, device_ids))
+      os.makedirs(self.directory, exist_ok=True)
+      tmp = f'{path}.tmp{os.getpid()}'
+      with open(tmp, 'wb') as f:
+        f.write(data)
+      os.replace(tmp, path)  # atomic: a killed launch leaves no half-written entry
+      self._prune(name)
+    except Exception as e:  # pylint: disable=broad-except  (a cache must never stop a run)
+      log.info('Not caching the compiled %s: %s: %s', name, type(e).__name__, e)
+    return compiled
+
+  def _prune(self, name: str) -> None:
+    entries = sorted((os.path.join(self.directory, f) for f in os.listdir(self.directory)
+                      if f.startswith(name + '-') and f.endswith('.exe')),
+                     key=os.path.getmtime, reverse=True)
+    for path in entries[_KEPT_PER_NAME:]:
+      try:
+        os.remove(path)
+      except OSError:
+        pass
+
+
+# jax.monitoring events of a compile: XLA compiled (or loaded) a program; it came from JAX's
+# persistent compilation cache.
+_BACKEND_COMPILE_EVENT = '/jax/core/compile/backend_compile_duration'
+_PERSISTENT_CACHE_HIT_EVENT = '/jax/compilation_cache/cache_hits'
+
+
+def _compile_noting_origin(jitted: Any, args: tuple) -> tuple[Any, bool]:
+  """(`jitted` compiled for `args`, whether XLA compiled it just now). False when it was loaded from
+  JAX's persistent compilation cache or reused from memory: XLA:CPU cannot serialize an executable
+  it loaded from serialized form again (the copy fails at run time with "Function ... not found"),
+  so only fresh compiles may be saved. If JAX renames these events, nothing is saved (never a
+  broken entry)."""
+  events = []
+
+  def on_event(event: str, *unused_args, **unused_kwargs) -> None:
+    events.append(event)
+  jax.monitoring.register_event_listener(on_event)
+  jax.monitoring.register_event_duration_secs_listener(on_event)
+  try:
+    compiled = jitted.lower(*args).compile()
+  finally:
+    jax.monitoring.unregister_event_listener(on_event)
+    jax.monitoring.unregister_event_duration_listener(on_event)
+  return compiled, _BACKEND_COMPILE_EVENT in events and _PERSISTENT_CACHE_HIT_EVENT not in events
+
+
+def executable_cache(compilation_cache_dir: str | None = None) -> ExecutableCache | None:
+  """The executable cache in a subfolder of `compilation_cache_dir` (default: the folder of JAX's
+  persistent compilation cache, see `enable_compilation_cache`), or None when that is off or the
+  run has several processes."""
+  path = (jax.config.values.get('jax_compilation_cache_dir') if compilation_cache_dir is None
+          else compilation_cache_dir)
+  if not path or jax.process_count() > 1:
+    return None
+  return ExecutableCache(os.path.join(path, EXECUTABLES_SUBDIR))

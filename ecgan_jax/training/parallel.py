@@ -38,11 +38,12 @@ class ParallelStep:
     if parallelism not in ('pmap', 'shard_map'):
       raise ValueError(f'parallelism={parallelism!r} is not one of pmap, shard_map')
     self.parallelism = parallelism
-    donate_argnums = (0,) if donate else ()
+    self._body = body
+    self._donate_argnums = (0,) if donate else ()
     if parallelism == 'pmap':
       self.devices = list(devices) if devices is not None else None
-      self._fn = jax.pmap(body, axis_name=AXIS, devices=self.devices, donate_argnums=donate_argnums)
       self._identity = jax.pmap(lambda x: x, axis_name=AXIS, devices=self.devices)
+      self._stacked_sharding = None  # of the identity's outputs (put_replicated)
       local = self.devices if self.devices is not None else jax.local_devices()
       self.local_devices = [d for d in local if d.process_index == jax.process_index()]
       self.num_devices = len(self.devices) if self.devices is not None else jax.device_count()
@@ -51,15 +52,39 @@ class ParallelStep:
       self.mesh = Mesh(np.asarray(self.devices), (AXIS,))
       self._replicated = NamedSharding(self.mesh, P())
       self._sharded = NamedSharding(self.mesh, P(AXIS))
-      mapped = jax.shard_map(body, mesh=self.mesh, in_specs=(P(), P(AXIS), P()),
-                             out_specs=(P(), P()), check_vma=False)
-      self._fn = jax.jit(mapped, donate_argnums=donate_argnums)
       self.local_devices = [d for d in self.devices if d.process_index == jax.process_index()]
       self.num_devices = len(self.devices)
+    self._fn = self._wrap(body)
     self.num_local_devices = len(self.local_devices)
     self._compiled_everywhere = False  # multi-process runs: passed the post-compile barrier
+    self._executables: tuple[Any, str] | None = None
+    self._compiled = None
+
+  def _wrap(self, body: Callable) -> Any:
+    """`body` -> its pmap / jit(shard_map) over this runner's devices, state donated."""
+    if self.parallelism == 'pmap':
+      return jax.pmap(body, axis_name=AXIS, devices=self.devices,
+                      donate_argnums=self._donate_argnums)
+    mapped = jax.shard_map(body, mesh=self.mesh, in_specs=(P(), P(AXIS), P()),
+                           out_specs=(P(), P()), check_vma=False)
+    return jax.jit(mapped, donate_argnums=self._donate_argnums)
+
+  def use_executable_cache(self, cache: Any, key: str) -> None:
+    """The first call loads its executable from `cache` (a `_runtime.ExecutableCache`; `key`
+    names the body, e.g. the run's config) or compiles and saves it; every later call runs that
+    executable, so its arguments must keep the first call's shapes, dtypes and shardings (as the
+    trainer's do). Single-process runs only."""
+    if jax.process_count() > 1:
+      raise ValueError('the executable cache is for single-process runs')
+    self._executables = (cache, f'{self.parallelism}|{key}')
 
   def __call__(self, state: Any, batch: Any, frozen: Any) -> tuple[Any, Any]:
+    if self._executables is not None:
+      if self._compiled is None:
+        cache, key = self._executables
+        self._compiled = cache.compile('train_step', self._body, (state, batch, frozen), key,
+                                       wrap=self._wrap)
+      return self._compiled(state, batch, frozen)
     if jax.process_count() > 1 and not self._compiled_everywhere:
       # Compile first (the call below then finds the executable in JAX's caches), then wait for
       # every process: hosts finish compiling minutes apart, and the step's first collective
@@ -80,10 +105,17 @@ class ParallelStep:
     if not jax.tree.leaves(tree):
       return tree  # pmap needs at least one mapped argument
     if self.parallelism == 'pmap':
-      # Through a pmap'd identity, so the arrays carry exactly the sharding the step's outputs
-      # carry (flax's replicate uses another mesh, which makes the step compile a second time).
+      # The arrays must carry exactly the sharding the step's outputs carry (flax's replicate uses
+      # another mesh, which makes the step compile a second time): the sharding of a pmap'd
+      # identity's output. One process: put every leaf with that sharding (no program over the
+      # whole tree to trace, compile or load); several: through the identity itself.
       stacked = jax.tree.map(lambda x: np.stack([np.asarray(x)] * len(self.local_devices)), tree)
-      return self._identity(stacked)
+      if jax.process_count() > 1:
+        return self._identity(stacked)
+      if self._stacked_sharding is None:
+        probe = np.zeros((len(self.local_devices), 1), np.float32)
+        self._stacked_sharding = self._identity(probe).sharding
+      return jax.device_put(stacked, self._stacked_sharding)
 
     def put(x):
       x = np.asarray(x)

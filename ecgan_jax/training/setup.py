@@ -13,6 +13,7 @@ order, after random initialisation; the EMA then starts from the resulting gener
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from typing import Any, Callable, Sequence
 
@@ -93,6 +94,21 @@ PRETRAINED: tuple[Callable[[Any, state_lib.TrainState], state_lib.TrainState], .
     load_label_generator, load_init_from)
 
 
+# Config fields that only the host side of a run reads (data loading, logging, checkpoints,
+# evaluation), never the traced init or step; None: the whole section. `Setup.cache_key` leaves them
+# out. A field that the step starts to read must leave this table:
+# tests/training/test_setup.py checks that changing all of them leaves the init and step jaxprs
+# unchanged.
+HOST_ONLY_FIELDS: dict[str, tuple[str, ...] | None] = {
+    'train': ('log_every', 'sample_every', 'checkpoint_every', 'keep_checkpoints', 'keep_every',
+              'async_checkpointing', 'halt_on_nonfinite', 'eval_every'),
+    'dataset': ('root', 'prepared_dir', 'edge_cache_dir', 'num_workers', 'eval_num_examples',
+                'synthetic_size', 'on_bad_example', 'check_labels', 'check_labels_sample',
+                'shuffle_seed', 'flip'),
+    'eval': None,
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class Setup:
   """Everything a run builds from its config once. `init_models` are built without an axis name
@@ -102,6 +118,19 @@ class Setup:
   init_models: state_lib.Models
   models: state_lib.Models
   optimizers: state_lib.Optimizers
+  # _runtime.ExecutableCache: init and step executables saved/loaded across launches (or None).
+  executables: Any = None
+
+  def cache_key(self) -> str:
+    """What identifies this run's programs in the executable cache: the config without its
+    `HOST_ONLY_FIELDS` (so changing how often the run logs or saves loads the same executables)."""
+    config = json.loads(self.config.to_json_best_effort())
+    for section, names in HOST_ONLY_FIELDS.items():
+      if names is None:
+        config.pop(section, None)
+      for name in names or ():
+        config.get(section, {}).pop(name, None)
+    return json.dumps(config, sort_keys=True)
 
   def _create(self, rng: jax.Array) -> state_lib.TrainState:
     return state_lib.create_train_state(self.config, rng, self.init_models, self.optimizers)
@@ -112,8 +141,12 @@ class Setup:
 
   def initial_state(self) -> state_lib.TrainState:
     """A fresh TrainState on the host (seed config.train.seed), `PRETRAINED` parts loaded."""
-    state = checkpointing.to_host(
-        _runtime.jit_run_once(self._create)(jax.random.PRNGKey(int(self.config.train.seed))))
+    rng = jax.random.PRNGKey(int(self.config.train.seed))
+    create = _runtime.jit_run_once(self._create)
+    if self.executables is not None:
+      create = self.executables.compile('init', self._create, (rng,), self.cache_key(),
+                                        wrap=_runtime.jit_run_once)
+    state = checkpointing.to_host(create(rng))
     for load in PRETRAINED:
       state = load(self.config, state)
     return state.replace(ema_params=jax.tree.map(np.copy, state.g_params))
@@ -128,14 +161,19 @@ class Setup:
 
   def runner(self, parallelism: str | None = None, devices: Sequence[jax.Device] | None = None,
              donate: bool = True) -> parallel.ParallelStep:
-    """The step over `devices` (default: all), config.train.parallelism unless given."""
-    return parallel.ParallelStep(self.step_body(), parallelism or self.config.train.parallelism,
-                                 devices=devices, donate=donate)
+    """The step over `devices` (default: all), config.train.parallelism unless given; with
+    `executables`, its executable comes from (and goes to) that cache."""
+    runner = parallel.ParallelStep(self.step_body(), parallelism or self.config.train.parallelism,
+                                   devices=devices, donate=donate)
+    if self.executables is not None:
+      runner.use_executable_cache(self.executables, self.cache_key())
+    return runner
 
 
-def build(config: Any, num_devices: int | None = None) -> Setup:
+def build(config: Any, num_devices: int | None = None, executables: Any = None) -> Setup:
   """Validates `config` (ConfigError names the field; with `num_devices`, the global batch must
-  split evenly over them) and builds the run's models, optimisers and step options."""
+  split evenly over them) and builds the run's models, optimisers and step options. `executables`:
+  a `_runtime.ExecutableCache` for the init and step programs (the trainer's fast start)."""
   configuration.validate_config(config)
   if num_devices is not None and config.train.batch_size % num_devices:
     raise configuration.ConfigError(
@@ -143,4 +181,4 @@ def build(config: Any, num_devices: int | None = None) -> Setup:
         f'{num_devices} devices')
   return Setup(config=config, options=StepOptions.from_config(config),
                init_models=build_models(config, None), models=build_models(config, parallel.AXIS),
-               optimizers=state_lib.make_optimizers(config))
+               optimizers=state_lib.make_optimizers(config), executables=executables)

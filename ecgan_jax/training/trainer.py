@@ -25,7 +25,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from ecgan_jax import configuration
+from ecgan_jax import _runtime, configuration
 from ecgan_jax.data import pipeline
 from ecgan_jax.evaluation import runner as eval_runner
 from ecgan_jax.evaluation import samples
@@ -73,7 +73,8 @@ def _log_setup(config: Any, state: state_lib.TrainState, runner: parallel.Parall
 class Sampler:
   """Fixed validation examples -> grid images and reconstruction error of I'' (one device)."""
 
-  def __init__(self, config: Any, init_models: state_lib.Models):
+  def __init__(self, config: Any, init_models: state_lib.Models, executables: Any = None,
+               cache_key: str = ''):
     n = NUM_SAMPLES
     it = pipeline.make_eval_iterator(config, 1, process_index=0, process_count=1, num_examples=n,
                                      batch_size=n)
@@ -83,17 +84,22 @@ class Sampler:
     self.batch = {k: np.asarray(v)[0] for k, v in batch.items()}  # drop the device axis
     self.num_classes = configuration.num_classes(config)
 
-    @jax.jit
     def sample(params, g_state, label, instance, key):
       out, _ = generate(init_models, params, g_state, label, instance, key=key, train=False)
       return {k: out[k] for k in ('image', 'coarse_image', 'edge', 'class_image')}
 
-    self._generate = sample
+    self._sample = sample
+    self._generate = jax.jit(sample)
+    # With an executable cache (_runtime.ExecutableCache) the first call loads or saves the program.
+    self._executables, self._cache_key = executables, cache_key
 
   def __call__(self, params: Any, g_state: Any) -> tuple[np.ndarray, dict[str, float]]:
     b = self.batch
-    out = jax.device_get(self._generate(params, g_state, b['label'], b.get('instance'),
-                                        jax.random.PRNGKey(0)))
+    args = (params, g_state, b['label'], b.get('instance'), jax.random.PRNGKey(0))
+    if self._executables is not None:
+      self._generate = self._executables.compile('sample', self._sample, args, self._cache_key)
+      self._executables = None  # compiled once; params and g_state keep their shapes
+    out = jax.device_get(self._generate(*args))
     grid = samples.sample_grid(b['label'], b['edge'], out['edge'], out['coarse_image'],
                                out['image'], b['image'], self.num_classes,
                                class_image=out['class_image'])
@@ -119,7 +125,7 @@ class _Outputs:
                                                                       writer, ckpt)
     self.sample_every = int(config.train.sample_every)  # 0 disables sample grids
     self.eval_every = int(config.train.get('eval_every', 0))  # 0 disables periodic evaluation
-    self.sampler = (Sampler(config, run.init_models)
+    self.sampler = (Sampler(config, run.init_models, run.executables, run.cache_key())
                     if is_main and self.sample_every > 0 else None)
     self.evaluator = eval_runner.PeriodicEvaluator(config) if self.eval_every > 0 else None
     self.last_metrics: dict[str, float] = {}
@@ -230,7 +236,9 @@ def train(config: Any, workdir: str, *, train_iterator: Iterator | None = None,
   configured pipeline (it is checkpointed the same way). `on_step(step)` is called after every
   step's bookkeeping (checkpoint included).
   """
-  run = setup_lib.build(config, jax.device_count())  # validates: nothing written before
+  # Validates (nothing is written before). With the compilation cache on, a later launch of this
+  # config loads the init, step and sample-grid executables without tracing them.
+  run = setup_lib.build(config, jax.device_count(), executables=_runtime.executable_cache())
   is_main = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
   file_handler = _setup_file_logging(workdir)

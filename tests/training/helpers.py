@@ -147,3 +147,23 @@ class RollExamples:
         flat[i] = np.roll(flat[i], (i * h // 8, i * w // 5), axis=(0, 1))
       out[key] = flat.reshape(v.shape)
     return out
+
+
+def abstract_step_args(run) -> tuple:
+  """(state, batch, frozen) of `run`'s one-device step as ShapeDtypeStructs (for tracing and
+  lowering without allocating or compiling)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from ecgan_jax import configuration  # pylint: disable=import-outside-toplevel
+  from ecgan_jax.training import state as state_lib  # pylint: disable=import-outside-toplevel
+  config = run.config
+  frozen = {}
+  if state_lib.uses_vgg(config):
+    frozen = jax.eval_shape(lambda: {'vgg': run.init_models.vgg.init(
+        jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))['params']})
+  h, w = configuration.image_size(config)
+  b = config.train.batch_size
+  batch = {'label': jax.ShapeDtypeStruct((b, h, w), jnp.int32),
+           'image': jax.ShapeDtypeStruct((b, h, w, 3), jnp.float32),
+           'edge': jax.ShapeDtypeStruct((b, h, w, 1), jnp.float32)}
+  return run.abstract_state(), batch, frozen

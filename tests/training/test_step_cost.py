@@ -8,7 +8,6 @@ import pytest
 
 from ecgan_jax import configuration
 from ecgan_jax.training import setup
-from ecgan_jax.training import state as state_lib
 from tests.training import helpers
 
 
@@ -21,16 +20,8 @@ def _flops(lowered) -> float:
 def _step_flops(config) -> float:
   """XLA's flop count of one training step on one device (traced and lowered only)."""
   run = setup.build(config, num_devices=1)
-  frozen = {}
-  if state_lib.uses_vgg(config):
-    frozen = jax.eval_shape(lambda: {'vgg': run.init_models.vgg.init(
-        jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))['params']})
-  h, w = configuration.image_size(config)
-  b = config.train.batch_size
-  batch = {'label': jax.ShapeDtypeStruct((b, h, w), jnp.int32),
-           'image': jax.ShapeDtypeStruct((b, h, w, 3), jnp.float32),
-           'edge': jax.ShapeDtypeStruct((b, h, w, 1), jnp.float32)}
-  return _flops(jax.jit(run.step_body(axis_name=None)).lower(run.abstract_state(), batch, frozen))
+  args = helpers.abstract_step_args(run)
+  return _flops(jax.jit(run.step_body(axis_name=None)).lower(*args))
 
 
 def _forward_flops(config, module, **kwargs) -> float:

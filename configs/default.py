@@ -283,6 +283,9 @@ def make_tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.train.checkpoint_every = 2
   c.train.keep_every = 2
   c.optim.ema_decay = 0.9
+  # A one-block-per-stage SegFormer as G_l and segmenter: b0 is a quarter of the step's program.
+  c.model.label_generator = 'tiny'
+  c.eval.segmenter_variant = 'tiny'
   c.model.tiny = True
   return c
 

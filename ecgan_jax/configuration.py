@@ -29,7 +29,7 @@ SPECTRAL = ('reference', 'all', 'none')
 PARALLELISM = ('pmap', 'shard_map')
 ON_BAD_EXAMPLE = ('error', 'skip')
 LABEL_CHECKS = ('sample', 'all', 'none')  # label maps decoded by the data start-up check
-SEGFORMER_VARIANTS = ('b0', 'b1', 'b2', 'b3', 'b4', 'b5')
+SEGFORMER_VARIANTS = ('b0', 'b1', 'b2', 'b3', 'b4', 'b5', 'tiny')  # models/segformer.py:VARIANTS
 
 
 class ConfigError(ValueError):

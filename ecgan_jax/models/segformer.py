@@ -60,11 +60,17 @@ VARIANTS: dict[str, SegFormerSpec] = {
     'b3': SegFormerSpec(hidden_sizes=_MIT_WIDE, depths=(3, 4, 18, 3), decoder_hidden_size=768),
     'b4': SegFormerSpec(hidden_sizes=_MIT_WIDE, depths=(3, 8, 27, 3), decoder_hidden_size=768),
     'b5': SegFormerSpec(hidden_sizes=_MIT_WIDE, depths=(3, 6, 40, 3), decoder_hidden_size=768),
+    # Not a published variant (no pretrained weights exist): one block per stage at half b0's
+    # widths, for unit tests and CPU try-outs (configs/default.py:make_tiny). Its training step
+    # compiles in a fraction of b0's time.
+    'tiny': SegFormerSpec(hidden_sizes=(16, 32, 64, 128), depths=(1, 1, 1, 1),
+                          num_heads=(1, 1, 2, 4), decoder_hidden_size=64),
 }
+PUBLISHED_VARIANTS = ('b0', 'b1', 'b2', 'b3', 'b4', 'b5')
 
 
 def get_spec(variant: str) -> SegFormerSpec:
-  """The SegFormerSpec of a named variant 'b0'..'b5'."""
+  """The SegFormerSpec of a named variant: 'b0'..'b5' (the paper's) or 'tiny' (tests)."""
   if variant not in VARIANTS:
     raise ValueError(f'Unknown SegFormer variant {variant!r}: expected one of {sorted(VARIANTS)}')
   return VARIANTS[variant]

@@ -218,8 +218,10 @@ def test_variants_follow_the_segformer_paper():
       jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32))['params'])
   assert round(count('b0') / 1e6, 1) == 3.8
   assert round(count('b5') / 1e6, 1) == 84.7
-  assert [segformer.get_spec(v).decoder_hidden_size for v in sorted(segformer.VARIANTS)] == [
+  assert [segformer.get_spec(v).decoder_hidden_size for v in segformer.PUBLISHED_VARIANTS] == [
       256, 256, 768, 768, 768, 768]
+  assert set(segformer.VARIANTS) == {*segformer.PUBLISHED_VARIANTS, 'tiny'} == set(
+      configuration.SEGFORMER_VARIANTS)
   with pytest.raises(ValueError, match='Unknown SegFormer variant'):
     segformer.get_spec('b9')
 

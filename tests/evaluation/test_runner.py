@@ -53,7 +53,7 @@ def test_evaluate_writes_metrics_images_and_html(run_dir, caplog):
   config, workdir, ema = run_dir
   with caplog.at_level('WARNING'):
     metrics = runner.evaluate(config, workdir, num_examples=5, progress=False)
-  assert 'Segmenter SegFormer-b0: NO weights' in caplog.text  # loud random-weights warning
+  assert 'Segmenter SegFormer-tiny: NO weights' in caplog.text  # loud random-weights warning
   out = os.path.join(workdir, 'eval', '3')
   record = json.load(open(os.path.join(out, 'metrics.json')))
   assert record['step'] == 3 and record['metrics'] == pytest.approx(metrics)

@@ -1,0 +1,67 @@
+"""Where the seconds before a training step's first result go, in one process with the persistent
+compilation cache off: building the initial state (its own compile included), tracing and
+lowering the step, XLA's compile, the first and the second call. The test suite's training tests
+pay these once per program, so this is the number to watch when the suite gets slow.
+
+  python benchmarks/compile_time.py                   # the trainer tests' micro model (32x32, B8)
+  python benchmarks/compile_time.py --config.model.label_generator=b0 --config.train.batch_size=4
+
+One device (pmap over one CPU device, as the trainer runs on a laptop).
+"""
+import os
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from absl import app  # noqa: E402
+import jax  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+import numpy as np  # noqa: E402
+
+import timing  # noqa: E402
+from ecgan_jax.training import setup  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', os.path.join(REPO, 'configs', 'synthetic.py') + ':tiny', 'Config file[:args].')
+# The trainer tests' micro model (tests/training/helpers.MICRO_FLAGS): 32x32 images.
+_MICRO = {'dataset.crop_size': 32, 'dataset.load_size': 32, 'dataset.synthetic_size': 64}
+
+
+def _seconds(fn):
+  start = time.perf_counter()
+  out = jax.block_until_ready(fn())
+  return out, time.perf_counter() - start
+
+
+def main(argv):
+  del argv
+  jax.config.update('jax_enable_compilation_cache', False)
+  config = _CONFIG.value
+  given = ' '.join(a for a in sys.argv[1:] if a.startswith('--config.'))
+  for key, value in _MICRO.items():  # unless given on the command line
+    if f'--config.{key}=' not in given:
+      section, name = key.split('.')
+      config[section][name] = value
+  run = setup.build(config, num_devices=1)
+  runner = run.runner(parallelism='pmap', devices=jax.local_devices()[:1])
+  batch = runner.put_batch(timing.synthetic_batch(config, 1, config.train.batch_size,
+                                                  np.random.default_rng(0)))
+  host_state, t_init = _seconds(run.initial_state)
+  state, frozen = runner.put_replicated(host_state), runner.put_replicated(run.frozen())
+  lowered, t_lower = _seconds(lambda: runner.lower(state, batch, frozen))
+  lines = lowered.as_text().count('\n')
+  compiled, t_compile = _seconds(lowered.compile)
+  (state, _), t_first = _seconds(lambda: compiled(state, batch, frozen))
+  _, t_second = _seconds(lambda: compiled(state, batch, frozen))
+  print(f'{config.get("ablation", "")} {config.dataset.crop_size}px batch '
+        f'{config.train.batch_size} G_l {config.model.label_generator}: initial state '
+        f'{t_init:.1f} s, trace+lower {t_lower:.1f} s ({lines} StableHLO lines), compile '
+        f'{t_compile:.1f} s, first step {t_first:.1f} s, second {t_second:.1f} s; load average '
+        f'{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores', flush=True)
+
+
+if __name__ == '__main__':
+  app.run(main)

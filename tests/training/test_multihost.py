@@ -21,24 +21,36 @@ def test_two_processes_of_four_devices_equal_one_process_of_eight(tmp_path):
   port = _free_port()
   env4 = helpers.subprocess_env(4)  # the session's compile cache: test_step reuses the 1 x 8 step
 
+  # The init program is the same in all three processes: compiled here once (the session's
+  # compile cache), it is loaded by each of them instead of compiled three times side by side.
+  config = micro_multihost_config()
+  start_state = setup.build(config).initial_state()
+
   def start(workdir, pid, nproc, port, env):
-    return subprocess.Popen([sys.executable, 'tests/training/multihost_worker.py', workdir,
+    # Output goes to files, not pipes: a child blocked on a full pipe (64 KiB of log lines) would
+    # never reach the collective its peer waits in, and the pair would hang.
+    log = open(f'{workdir}-{pid}.log', 'w+')
+    proc = subprocess.Popen([sys.executable, 'tests/training/multihost_worker.py', workdir,
                              str(pid), str(nproc), str(port)], cwd=helpers.REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=log, stderr=subprocess.STDOUT, text=True)
+    return proc, log
 
   # The 2 x 4 pair and the 1 x 8 reference run side by side (independent; compiles overlap).
   procs = [start(multi, i, 2, port, env4) for i in range(2)]
   procs.append(start(single, 0, 1, _free_port(), helpers.subprocess_env(8)))
-  outs = [p.communicate(timeout=1800) for p in procs]  # a hang guard, not a timing
-  for p, (out, err) in zip(procs, outs):
-    assert p.returncode == 0, err[-5000:]
-  assert 'process 0 done' in outs[0][0] and 'process 1 done' in outs[1][0]
-  assert 'process 0 done' in outs[2][0]
-  assert 'Devices: 8 global (4 local, process 0 of 2)' in outs[0][1]
-  config = micro_multihost_config()
+  outs = []
+  for p, log in procs:
+    p.wait(timeout=1800)  # a hang guard, not a timing
+    log.seek(0)
+    outs.append(log.read())
+    log.close()
+  for (p, _), out in zip(procs, outs):
+    assert p.returncode == 0, out[-5000:]
+  assert 'process 0 done' in outs[0] and 'process 1 done' in outs[1]
+  assert 'process 0 done' in outs[2]
+  assert 'Devices: 8 global (4 local, process 0 of 2)' in outs[0]
   a, b = helpers.restore_host_state(config, multi, 2), helpers.restore_host_state(config, single, 2)
   assert int(a.step) == int(b.step) == 2
-  start = setup.build(config).initial_state()
   for name in ('g_params', 'd_params', 'l_params', 'ema_params', 'bank', 'g_state'):
-    helpers.assert_updates_close(getattr(a, name), getattr(b, name), getattr(start, name),
+    helpers.assert_updates_close(getattr(a, name), getattr(b, name), getattr(start_state, name),
                                  rel=5e-3)

@@ -1,11 +1,14 @@
 """Where the seconds before a training step's first result go, in one process with the persistent
 compilation cache off: building the initial state (its own compile included, and its program's
 trace+lower, compile and run timed apart, so that line covers two init compiles), tracing and
-lowering the step, XLA's compile, the first and the second call. The test suite's training tests
+lowering the step, XLA's compile, loading the compiled step back from its serialized form (what a
+warm launch does instead of compiling: the executable cache and JAX's compilation cache), the first
+and the second call. The test suite's training tests
 pay these once per program, so this is the number to watch when the suite gets slow.
 
   python benchmarks/compile_time.py                   # the trainer tests' micro model (32x32, B8)
   python benchmarks/compile_time.py --config.model.label_generator=b0 --config.train.batch_size=4
+  XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type= python benchmarks/compile_time.py  # no YNNPACK
 
 One device (pmap over one CPU device, as the trainer runs on a laptop).
 """
@@ -19,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from absl import app  # noqa: E402
 import jax  # noqa: E402
+from jax.experimental import serialize_executable  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -61,15 +65,19 @@ def main(argv):
   lowered, t_lower = _seconds(lambda: runner.lower(state, batch, frozen))
   lines = lowered.as_text().count('\n')
   compiled, t_compile = _seconds(lowered.compile)
+  blob, in_tree, out_tree = serialize_executable.serialize(compiled)
+  _, t_load = _seconds(lambda: serialize_executable.deserialize_and_load(
+      blob, in_tree, out_tree, execution_devices=jax.local_devices()[:1]))
   (state, _), t_first = _seconds(lambda: compiled(state, batch, frozen))
   _, t_second = _seconds(lambda: compiled(state, batch, frozen))
   print(f'{config.get("ablation", "")} {config.dataset.crop_size}px batch '
         f'{config.train.batch_size} G_l {config.model.label_generator}: initial state '
         f'{t_init:.1f} s (its program alone: trace+lower {t_init_lower:.1f} s, compile '
         f'{t_init_compile:.1f} s, run {t_init_run:.1f} s), trace+lower {t_lower:.1f} s '
-        f'({lines} StableHLO lines), compile {t_compile:.1f} s, first step {t_first:.1f} s, '
+        f'({lines} StableHLO lines), compile {t_compile:.1f} s, load {t_load:.1f} s '
+        f'({len(blob) / 1e6:.0f} MB), first step {t_first:.1f} s, '
         f'second {t_second:.1f} s; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} '
-        'cores', flush=True)
+        f'cores; XLA_FLAGS={os.environ.get("XLA_FLAGS", "")!r}', flush=True)
 
 
 if __name__ == '__main__':

@@ -1,5 +1,8 @@
-"""Process-wide JAX runtime settings: the persistent compilation cache, the executable cache beside
-it, and cheap compiles for programs that run once.
+"""Process-wide JAX runtime settings: default XLA flags, the persistent compilation cache, the
+executable cache beside it, and cheap compiles for programs that run once.
+
+`use_default_xla_flags()` is called first by every command (`ecgan_jax.cli.common`), before JAX
+creates its backend; a library user who wants the same programs calls it too, or sets $XLA_FLAGS.
 
 `enable_compilation_cache()` is called where a command starts (the train launcher); a second
 launch of the same config then loads its compiled programs from disk instead of recompiling.
@@ -58,6 +61,40 @@ def enable_compilation_cache(cache_dir: str | None = None) -> str | None:
   if not os.environ.get(MIN_COMPILE_TIME_ENV):
     jax.config.update('jax_persistent_cache_min_compile_time_secs', DEFAULT_MIN_COMPILE_TIME_SECS)
   return path
+
+
+# XLA flags the commands (`ecgan_jax.cli`) add to $XLA_FLAGS unless it already names them, for the
+# jaxlib versions they were measured on (XLA aborts on a flag it does not know, and these are
+# experimental). No YNNPACK fusions on XLA:CPU: loading a compiled step (a warm launch, a resume)
+# spent about half its time deserializing YNNPACK fusion thunks. The synthetic demo's warm launch
+# reached its first step in 14.3 s instead of 21-24 s; the paper-size B8 step ran as fast
+# (8.3-8.7 s/it either way) and compiled 0-9% slower (docs/performance.md, "Fast start").
+DEFAULT_XLA_FLAGS = ('--xla_cpu_experimental_ynn_fusion_type=',)
+_DEFAULT_XLA_FLAGS_JAXLIB = ('0.10.',)  # version prefixes where DEFAULT_XLA_FLAGS were measured
+
+
+def with_default_xla_flags(flags: str = '') -> str:
+  """`flags` (an $XLA_FLAGS value) plus each of DEFAULT_XLA_FLAGS whose name it does not set; as
+  given on jaxlib versions where those flags were not measured."""
+  import jaxlib  # pylint: disable=import-outside-toplevel
+  given = flags.split()
+  if not jaxlib.__version__.startswith(_DEFAULT_XLA_FLAGS_JAXLIB):
+    return ' '.join(given)
+  named = {f.split('=', 1)[0] for f in given}
+  return ' '.join(given + [f for f in DEFAULT_XLA_FLAGS if f.split('=', 1)[0] not in named])
+
+
+def use_default_xla_flags() -> None:
+  """Sets $XLA_FLAGS to `with_default_xla_flags($XLA_FLAGS)`. XLA reads it once, when JAX creates
+  its first backend: call this before anything touches a device (a warning says when too late)."""
+  from jax._src import xla_bridge  # pylint: disable=import-outside-toplevel
+  flags = with_default_xla_flags(os.environ.get('XLA_FLAGS', ''))
+  if flags.split() == os.environ.get('XLA_FLAGS', '').split():
+    return
+  if xla_bridge.backends_are_initialized():
+    log.warning('Not setting XLA_FLAGS=%r: JAX has already created its backend', flags)
+    return
+  os.environ['XLA_FLAGS'] = flags
 
 
 def jit_run_once(fn: Any, **kwargs) -> Any:

@@ -1,6 +1,7 @@
-"""Test setup: 8 simulated CPU devices (set before JAX initialises its backend) and one persistent
-compilation cache for the whole session, shared with the child processes of the training tests
-(tests/training/helpers.subprocess_env), so each distinct program compiles once per run."""
+"""Test setup: 8 simulated CPU devices and the commands' default XLA flags (set before JAX
+initialises its backend), and one persistent compilation cache for the whole session, shared with
+the child processes of the training tests (tests/training/helpers.subprocess_env), so each
+distinct program compiles once per run."""
 import os
 import tempfile
 
@@ -13,6 +14,13 @@ if not os.environ.get('JAX_COMPILATION_CACHE_DIR'):
   os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='ecgan_jax_test_cache_')
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
+
+# The flags every command adds (ecgan_jax/_runtime.py): the tests compile the programs users get,
+# and share them with child processes (tests/training/helpers.subprocess_env adds the same). This
+# imports jax: after the cache settings, which jax reads at import; before its backend exists.
+from ecgan_jax import _runtime  # noqa: E402
+
+_runtime.use_default_xla_flags()
 
 import jax  # noqa: E402  (after XLA_FLAGS and the cache settings)
 

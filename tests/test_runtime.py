@@ -1,14 +1,63 @@
-"""Process-wide runtime settings: where the persistent compilation cache goes and when it is off;
-run-once programs compile without LLVM optimisation and give the same values; the executable cache
-loads a saved program without tracing it, keyed on what decides the program."""
+"""Process-wide runtime settings: the default XLA flags and when they apply; where the persistent
+compilation cache goes and when it is off; run-once programs compile without LLVM optimisation and
+give the same values; the executable cache loads a saved program without tracing it, keyed on what
+decides the program."""
 import functools
 import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
+import jaxlib
 import numpy as np
+import pytest
 
 from ecgan_jax import _runtime
+
+_MEASURED_JAXLIB = jaxlib.__version__.startswith(_runtime._DEFAULT_XLA_FLAGS_JAXLIB)
+_YNN = '--xla_cpu_experimental_ynn_fusion_type'
+
+
+def test_default_xla_flags_are_added_unless_the_user_names_them():
+  count = '--xla_force_host_platform_device_count=2'
+  if not _MEASURED_JAXLIB:  # an unmeasured jaxlib may not know the flag: nothing is added
+    assert _runtime.with_default_xla_flags(count) == count
+    return
+  assert _runtime.with_default_xla_flags('') == f'{_YNN}='
+  assert _runtime.with_default_xla_flags(f' {count} ') == f'{count} {_YNN}='
+  mine = f'{_YNN}=+individual_dot {count}'  # XLA's own YNNPACK default, kept as given
+  assert _runtime.with_default_xla_flags(mine) == mine
+
+
+# A matmul chain: XLA:CPU compiles its dots into YNNPACK fusions unless told otherwise.
+_DOT_PROGRAM = """
+import jax, jax.numpy as jnp
+from ecgan_jax import _runtime
+_runtime.use_default_xla_flags()
+x = jnp.ones((64, 128))
+text = jax.jit(lambda x: jnp.tanh(x @ x.T) @ x).lower(x).compile().as_text()
+print('YNN' if '__ynn_fusion' in text else 'NO_YNN')
+"""
+
+
+@pytest.mark.parametrize('user_flags,expected',
+                         [('', 'NO_YNN'), (f'{_YNN}=+individual_dot', 'YNN')])
+def test_use_default_xla_flags_compiles_without_ynnpack_fusions_unless_asked(user_flags, expected):
+  env = dict(os.environ, XLA_FLAGS=user_flags, JAX_PLATFORMS='cpu',
+             PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  out = subprocess.run([sys.executable, '-c', _DOT_PROGRAM], env=env, capture_output=True,
+                       text=True, timeout=300, check=True).stdout.split()
+  assert out[-1] == (expected if _MEASURED_JAXLIB else 'YNN')
+
+
+def test_use_default_xla_flags_leaves_the_environment_once_the_backend_exists(monkeypatch, caplog):
+  jax.devices()  # the test session's backend exists
+  monkeypatch.setenv('XLA_FLAGS', '')
+  _runtime.use_default_xla_flags()
+  assert os.environ['XLA_FLAGS'] == ''
+  if _MEASURED_JAXLIB:
+    assert 'already created its backend' in caplog.text
 
 
 def test_cache_dir_default_env_and_xdg(monkeypatch, tmp_path):

@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> None:
       raise flags.Error('usage: demo --workdir=RUN [--config=FILE --host=H --port=P]')
     import ecgan_jax  # pylint: disable=import-outside-toplevel
     from ecgan_jax import _runtime  # pylint: disable=import-outside-toplevel
+    _runtime.use_default_xla_flags()  # before JAX creates its backend
     _runtime.enable_compilation_cache()  # a second start loads the compiled generator
     synth = ecgan_jax.load(_WORKDIR.value, _STEP.value, config=_CONFIG.value)
   except (flags.Error, FileNotFoundError, ValueError) as e:

@@ -36,6 +36,7 @@ def main(argv):
   configuration.validate_config(config)
   from ecgan_jax import _runtime  # pylint: disable=import-outside-toplevel
   from ecgan_jax.evaluation import runner  # pylint: disable=import-outside-toplevel
+  _runtime.use_default_xla_flags()  # before JAX creates its backend
   _runtime.enable_compilation_cache()
   metrics = runner.evaluate(config, _WORKDIR.value, _STEP.value, num_examples=_NUM_EXAMPLES.value)
   print(runner.format_table(metrics), flush=True)

@@ -175,6 +175,7 @@ def main(argv: list[str] | None = None) -> None:
       raise app.UsageError('give exactly one of --labels=DIR or --split=val')
     import ecgan_jax  # pylint: disable=import-outside-toplevel
     from ecgan_jax import _runtime  # pylint: disable=import-outside-toplevel
+    _runtime.use_default_xla_flags()  # before JAX creates its backend
     _runtime.enable_compilation_cache()  # a second run loads the compiled generator
     synth = ecgan_jax.load(_WORKDIR.value, _STEP.value, use_ema=not _RAW.value,
                            config=_CONFIG.value)

@@ -44,6 +44,7 @@ def main(argv):
   configuration.validate_config(config)  # config errors before JAX or the workdir are touched
   from ecgan_jax import _runtime  # pylint: disable=import-outside-toplevel
   from ecgan_jax.training import distributed  # pylint: disable=import-outside-toplevel
+  _runtime.use_default_xla_flags()  # before JAX creates its backend
   _runtime.enable_compilation_cache(_CACHE.value)
   distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                          _DISTRIBUTED.value)

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 
 from configs import synthetic
+from ecgan_jax import _runtime
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -46,7 +47,8 @@ def subprocess_env(num_devices: int, cache_dir: str | None = None) -> dict:
   by default the test session's (tests/conftest.py): identical programs compile once per run."""
   env = dict(os.environ)
   cache_dir = cache_dir or os.environ['JAX_COMPILATION_CACHE_DIR']
-  env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={num_devices}'
+  env['XLA_FLAGS'] = _runtime.with_default_xla_flags(
+      f'--xla_force_host_platform_device_count={num_devices}')  # the commands' flags, as conftest
   env['JAX_PLATFORMS'] = 'cpu'
   env['JAX_COMPILATION_CACHE_DIR'] = cache_dir
   env['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'

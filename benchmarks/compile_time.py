@@ -8,9 +8,11 @@ pay these once per program, so this is the number to watch when the suite gets s
 
   python benchmarks/compile_time.py                   # the trainer tests' micro model (32x32, B8)
   python benchmarks/compile_time.py --config.model.label_generator=b0 --config.train.batch_size=4
-  XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type= python benchmarks/compile_time.py  # no YNNPACK
+  XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=+individual_dot python benchmarks/compile_time.py
 
-One device (pmap over one CPU device, as the trainer runs on a laptop).
+The last line runs with XLA's own YNNPACK fusions instead of the commands' default XLA flags
+(`_runtime.use_default_xla_flags`). One device (pmap over one CPU device, as the trainer runs on
+a laptop).
 """
 import os
 import sys
@@ -44,6 +46,7 @@ def _seconds(fn):
 
 def main(argv):
   del argv
+  _runtime.use_default_xla_flags()  # the commands' XLA flags (before any device use)
   jax.config.update('jax_enable_compilation_cache', False)
   config = _CONFIG.value
   given = ' '.join(a for a in sys.argv[1:] if a.startswith('--config.'))

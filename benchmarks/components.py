@@ -24,6 +24,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from configs import ade20k  # noqa: E402
+from ecgan_jax import _runtime  # noqa: E402
 from ecgan_jax import configuration  # noqa: E402
 from ecgan_jax.models import layers  # noqa: E402
 from ecgan_jax.models import semantics as semantics_lib  # noqa: E402
@@ -152,6 +153,7 @@ def time_onehot_convs(b: int, h: int, w: int, num_classes: int, hidden: int = 12
 
 def main(argv):
   del argv
+  _runtime.use_default_xla_flags()  # the commands' XLA flags (before any device use)
   config = ade20k.get_config()
   config.dataset.crop_size = config.dataset.load_size = _SIZE.value
   config.model.ngf = config.model.ndf = _NGF.value

@@ -24,6 +24,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import timing  # noqa: E402  (benchmarks/timing.py)
+from ecgan_jax import _runtime  # noqa: E402
 from ecgan_jax import configuration  # noqa: E402
 from ecgan_jax.evaluation import evaluators  # noqa: E402
 from ecgan_jax.evaluation.runner import make_generate_fn  # noqa: E402
@@ -43,6 +44,7 @@ def measure(name: str, fn, args, batch: int, repeats: int) -> None:
 
 
 def main() -> None:
+  _runtime.use_default_xla_flags()  # the commands' XLA flags (before any device use)
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--config', default='synthetic', help='configs/<name>.py')
   p.add_argument('--tiny', action='store_true', default=None, help='tiny generator widths')

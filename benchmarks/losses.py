@@ -25,6 +25,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import timing  # noqa: E402  (benchmarks/timing.py)
+from ecgan_jax import _runtime  # noqa: E402
 from ecgan_jax import losses  # noqa: E402
 
 MIB = 2.0 ** 20
@@ -47,6 +48,7 @@ def _unit(x: jax.Array) -> jax.Array:
 
 
 def main(argv=None) -> None:
+  _runtime.use_default_xla_flags()  # the commands' XLA flags (before any device use)
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
   p.add_argument('--sizes', default='64,128', help='probability-map sizes S for similarity_loss')
   p.add_argument('--chunk', type=int, default=1024, help='similarity_loss chunk_size')

@@ -26,6 +26,7 @@ import numpy as np  # noqa: E402
 
 import timing  # noqa: E402
 import vs_pytorch  # noqa: E402
+from ecgan_jax import _runtime  # noqa: E402
 from ecgan_jax.training import setup  # noqa: E402
 
 # --preset (first one), --size, --ngf and --batch are vs_pytorch.py's flags (imported above).
@@ -56,6 +57,7 @@ def op_modules(hlo_text: str, depth: int) -> dict[str, str]:
 
 def main(argv):
   del argv
+  _runtime.use_default_xla_flags()  # the commands' XLA flags (before any device use)
   jax.config.update('jax_enable_compilation_cache', False)
   geometry = dict(vs_pytorch.PRESETS[flags.FLAGS.preset[0]])
   for name in ('size', 'ngf', 'batch'):

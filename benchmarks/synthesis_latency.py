@@ -19,6 +19,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from ecgan_jax import _runtime  # noqa: E402
 from ecgan_jax import configuration, inference  # noqa: E402
 from ecgan_jax.training import setup, state as state_lib  # noqa: E402
 
@@ -27,6 +28,7 @@ _N = flags.DEFINE_integer('n', 10, 'Timed calls.')
 
 
 def main(_):
+  _runtime.use_default_xla_flags()  # the commands' XLA flags (before any device use)
   config = _CONFIG.value
   models = setup.build_models(config, None)
   h, w = configuration.image_size(config)

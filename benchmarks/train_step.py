@@ -42,6 +42,8 @@ def _peak_memory(devices) -> str:
 
 def main(argv):
   del argv
+  from ecgan_jax import _runtime  # pylint: disable=import-outside-toplevel
+  _runtime.use_default_xla_flags()  # the commands' XLA flags (before any device use)
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
 

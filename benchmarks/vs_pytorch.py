@@ -327,10 +327,11 @@ def _child_ours(spec: dict[str, Any]) -> dict[str, Any]:
 
   import timing  # pylint: disable=import-outside-toplevel  (benchmarks/timing.py)
   from ecgan_jax.models import count_tree  # pylint: disable=import-outside-toplevel
+  from ecgan_jax import _runtime  # pylint: disable=import-outside-toplevel
   from ecgan_jax.training import setup  # pylint: disable=import-outside-toplevel
 
+  _runtime.use_default_xla_flags()  # the commands' XLA flags (before any device use)
   if spec.get('compilation_cache'):
-    from ecgan_jax import _runtime  # pylint: disable=import-outside-toplevel
     _runtime.enable_compilation_cache(spec['compilation_cache'])
   else:
     jax.config.update('jax_enable_compilation_cache', False)  # the compile time is a cold one

@@ -1,8 +1,9 @@
 """Process-wide JAX runtime settings: default XLA flags, the persistent compilation cache, the
 executable cache beside it, and cheap compiles for programs that run once.
 
-`use_default_xla_flags()` is called first by every command (`ecgan_jax.cli.common`), before JAX
-creates its backend; a library user who wants the same programs calls it too, or sets $XLA_FLAGS.
+`use_default_xla_flags()` is called by the commands that compile (`ecgan_jax.cli`: train, evaluate,
+synthesize, demo) before JAX creates its backend; a library user who wants the same programs calls
+it too, or sets $XLA_FLAGS.
 
 `enable_compilation_cache()` is called where a command starts (the train launcher); a second
 launch of the same config then loads its compiled programs from disk instead of recompiling.
@@ -68,7 +69,7 @@ def enable_compilation_cache(cache_dir: str | None = None) -> str | None:
 # experimental). No YNNPACK fusions on XLA:CPU: loading a compiled step (a warm launch, a resume)
 # spent about half its time deserializing YNNPACK fusion thunks. The synthetic demo's warm launch
 # reached its first step in 14.3 s instead of 21-24 s; the paper-size B8 step ran as fast
-# (8.3-8.7 s/it either way) and compiled 0-9% slower (docs/performance.md, "Fast start").
+# (7.9-8.7 s/it either way) and compiled 5-10% slower (docs/performance.md, "Fast start").
 DEFAULT_XLA_FLAGS = ('--xla_cpu_experimental_ynn_fusion_type=',)
 _DEFAULT_XLA_FLAGS_JAXLIB = ('0.10.',)  # version prefixes where DEFAULT_XLA_FLAGS were measured
 

@@ -100,30 +100,22 @@ def test_synthetic_without_dont_care_is_the_identity():
   np.testing.assert_array_equal(m(np.arange(6)), np.arange(6))
 
 
-def test_two_processes_of_four_devices_give_the_same_matrix_as_one_device():
+def test_two_processes_of_four_devices_give_the_same_matrix_as_one_device(tmp_path):
   """psum inside a multi-process pmap and the host-side sum over processes both give the
   single-device matrix (2 processes x 4 CPU devices, gloo over 127.0.0.1)."""
   import json  # pylint: disable=import-outside-toplevel
-  import socket  # pylint: disable=import-outside-toplevel
-  import subprocess  # pylint: disable=import-outside-toplevel
-  import sys  # pylint: disable=import-outside-toplevel
 
   from tests.training import helpers  # pylint: disable=import-outside-toplevel
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    port = s.getsockname()[1]
   env = helpers.subprocess_env(4)
-  procs = [subprocess.Popen([sys.executable, 'tests/evaluation/confusion_worker.py', str(i), '2',
-                             str(port)], cwd=helpers.REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True) for i in range(2)]
-  outs = [p.communicate(timeout=600) for p in procs]  # a hang guard, not a timing
-  for p, (_, err) in zip(procs, outs):
-    assert p.returncode == 0, err[-3000:]
+  with helpers.reserved_port() as port:
+    outs = helpers.run_together(
+        [(['tests/evaluation/confusion_worker.py', str(i), '2', str(port)], env) for i in range(2)],
+        str(tmp_path / 'worker'), timeout=600)
   rng = np.random.default_rng(2)
   label, pred = rng.integers(-1, 7, (8, 2, 12, 12)), rng.integers(0, 6, (8, 2, 12, 12))
   one = _cm(label, pred, 6)
   assert one.sum() > 0
-  for out, _ in outs:
+  for out in outs:
     (line,) = [l for l in out.splitlines() if l.startswith('RESULT ')]
     result = json.loads(line[len('RESULT '):])
     np.testing.assert_array_equal(np.asarray(result['psum']), one)

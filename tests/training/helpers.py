@@ -1,9 +1,13 @@
 """Shared pieces of the training tests: a micro config, subprocess runs with a shared compile cache."""
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import subprocess
 import sys
+import time
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -66,6 +70,59 @@ def run_python(args: list[str], env: dict, timeout: float = 600, check: bool = T
     raise AssertionError(f'{args} exited with {proc.returncode}:\n{proc.stdout[-3000:]}\n'
                          f'{proc.stderr[-6000:]}')
   return proc
+
+
+@contextlib.contextmanager
+def reserved_port() -> Iterator[int]:
+  """A free 127.0.0.1 TCP port, kept bound (SO_REUSEPORT, not listening) until the block ends.
+
+  Picking a port and freeing it before a child binds it is a race: any bind(0) in between can take
+  it. Held with SO_REUSEPORT, the port stays out of the kernel's free pool while the children's
+  servers (gRPC listens with SO_REUSEPORT) bind it too; connections only reach listening sockets.
+  """
+  with socket.socket() as sock:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(('127.0.0.1', 0))
+    yield sock.getsockname()[1]
+
+
+def run_together(workers: Sequence[tuple[list[str], dict]], log_prefix: str,
+                 timeout: float = 1800) -> list[str]:
+  """Runs the Python processes `workers` ((args, env) each) side by side; returns their outputs.
+
+  Output goes to the files `{log_prefix}-{i}.log`, not pipes: a child blocked on a full pipe
+  (64 KiB) never reaches the collective its peers wait in. When one exits non-zero the others are
+  killed (they would wait for it until the coordination service times out) and the assertion
+  shows every worker's last lines. `timeout` (s) guards against a hang; it is not a timing.
+  """
+  logs = [open(f'{log_prefix}-{i}.log', 'w+') for i in range(len(workers))]  # pylint: disable=consider-using-with
+  procs = [subprocess.Popen([sys.executable, *args], cwd=REPO, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, text=True)
+           for (args, env), log in zip(workers, logs)]
+  deadline, timed_out = time.monotonic() + timeout, False
+  try:
+    while any(p.poll() is None for p in procs):
+      if any(p.returncode for p in procs if p.returncode is not None):
+        break
+      if time.monotonic() > deadline:
+        timed_out = True
+        break
+      time.sleep(0.5)
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+        p.wait()
+    outs = []
+    for log in logs:
+      log.seek(0)
+      outs.append(log.read())
+      log.close()
+  if any(p.returncode for p in procs):
+    raise AssertionError(f'timed out after {timeout} s\n' * timed_out + '\n'.join(
+        f'--- worker {i}: {args} exited with {p.returncode}{" (killed)" if p.returncode < 0 else ""}'
+        f'\n{out[-4000:]}' for i, ((args, _), p, out) in enumerate(zip(workers, procs, outs))))
+  return outs
 
 
 def train_args(workdir: str, arg: str = 'tiny', extra: tuple[str, ...] = ()) -> list[str]:

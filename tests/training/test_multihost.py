@@ -1,24 +1,12 @@
 """Multi-host: 2 processes x 4 CPU devices (gloo collectives over 127.0.0.1) reach the same state
 as 1 process x 8 devices after the same steps on the same global batches."""
-import socket
-import subprocess
-import sys
-
-
 from ecgan_jax.training import setup
 from tests.training import helpers
 from tests.training.multihost_worker import micro_multihost_config
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
-
-
 def test_two_processes_of_four_devices_equal_one_process_of_eight(tmp_path):
   multi, single = str(tmp_path / 'multi'), str(tmp_path / 'single')
-  port = _free_port()
   env4 = helpers.subprocess_env(4)  # the session's compile cache: test_step reuses the 1 x 8 step
 
   # The init program is the same in all three processes: compiled here once (the session's
@@ -26,26 +14,14 @@ def test_two_processes_of_four_devices_equal_one_process_of_eight(tmp_path):
   config = micro_multihost_config()
   start_state = setup.build(config).initial_state()
 
-  def start(workdir, pid, nproc, port, env):
-    # Output goes to files, not pipes: a child blocked on a full pipe (64 KiB of log lines) would
-    # never reach the collective its peer waits in, and the pair would hang.
-    log = open(f'{workdir}-{pid}.log', 'w+')
-    proc = subprocess.Popen([sys.executable, 'tests/training/multihost_worker.py', workdir,
-                             str(pid), str(nproc), str(port)], cwd=helpers.REPO, env=env,
-                            stdout=log, stderr=subprocess.STDOUT, text=True)
-    return proc, log
+  def worker(workdir, pid, nproc, port, env):
+    return ['tests/training/multihost_worker.py', workdir, str(pid), str(nproc), str(port)], env
 
   # The 2 x 4 pair and the 1 x 8 reference run side by side (independent; compiles overlap).
-  procs = [start(multi, i, 2, port, env4) for i in range(2)]
-  procs.append(start(single, 0, 1, _free_port(), helpers.subprocess_env(8)))
-  outs = []
-  for p, log in procs:
-    p.wait(timeout=1800)  # a hang guard, not a timing
-    log.seek(0)
-    outs.append(log.read())
-    log.close()
-  for (p, _), out in zip(procs, outs):
-    assert p.returncode == 0, out[-5000:]
+  with helpers.reserved_port() as port:
+    outs = helpers.run_together(
+        [worker(multi, 0, 2, port, env4), worker(multi, 1, 2, port, env4),
+         worker(single, 0, 1, 0, helpers.subprocess_env(8))], str(tmp_path / 'worker'))
   assert 'process 0 done' in outs[0] and 'process 1 done' in outs[1]
   assert 'process 0 done' in outs[2]
   assert 'Devices: 8 global (4 local, process 0 of 2)' in outs[0]

@@ -9,17 +9,21 @@ it too, or sets $XLA_FLAGS.
 launch of the same config then loads its compiled programs from disk instead of recompiling.
 `executable_cache()` goes one step further for the trainer's init and step: their executables are
 saved keyed on the config, so a later launch loads them without tracing the model in Python.
+`in_background` runs such a compile or load on a thread, so the trainer's programs overlap.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import hashlib
 import logging
 import os
 import pickle
+import threading
 from typing import Any, Callable
 
 import jax
+import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +154,9 @@ def _arguments_key(args: tuple) -> list[str]:
   """The arguments' tree structure, abstract values (shape, dtype, weak type) and shardings."""
   leaves, tree = jax.tree.flatten(args)
 
-  def sig(x):
-    sharding = str(x.sharding) if isinstance(x, jax.Array) else 'host'
+  def sig(x):  # a jax.ShapeDtypeStruct with a sharding keys as the array it stands for
+    sharding = getattr(x, 'sharding', None)
+    sharding = 'host' if sharding is None else str(sharding)
     return f'{jax.typeof(x)}@{sharding}'
   return [str(tree), *map(sig, leaves)]
 
@@ -220,9 +225,35 @@ class ExecutableCache:
       log.info('Not caching the compiled %s: %s: %s', name, type(e).__name__, e)
     return compiled
 
-  def _prune(self, name: str) -> None:
+  def eval_shape(self, name: str, fn: Callable, args: tuple, key: str) -> Any:
+    """`jax.eval_shape(fn, *args)` (weak types dropped), kept on disk like the executables: a
+    later launch reads the shapes instead of tracing `fn` (seconds for the training state)."""
+    digest = self._digest(name, key, args)
+    path = os.path.join(self.directory, f'{name}-{digest}.shapes')
+    if os.path.exists(path):
+      try:
+        with open(path, 'rb') as f:
+          treedef, leaves = pickle.load(f)
+        os.utime(path)
+        return jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(s, d) for s, d in leaves])
+      except Exception as e:  # pylint: disable=broad-except
+        log.warning('Ignoring the cached shapes %s (%s: %s)', path, type(e).__name__, e)
+    leaves, treedef = jax.tree.flatten(jax.eval_shape(fn, *args))
+    leaves = [(tuple(x.shape), np.dtype(x.dtype)) for x in leaves]
+    try:
+      os.makedirs(self.directory, exist_ok=True)
+      tmp = f'{path}.tmp{os.getpid()}'
+      with open(tmp, 'wb') as f:
+        pickle.dump((treedef, leaves), f)
+      os.replace(tmp, path)
+      self._prune(name, '.shapes')
+    except Exception as e:  # pylint: disable=broad-except  (a cache must never stop a run)
+      log.info('Not caching the shapes of %s: %s: %s', name, type(e).__name__, e)
+    return jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(s, d) for s, d in leaves])
+
+  def _prune(self, name: str, suffix: str = '.exe') -> None:
     entries = sorted((os.path.join(self.directory, f) for f in os.listdir(self.directory)
-                      if f.startswith(name + '-') and f.endswith('.exe')),
+                      if f.startswith(name + '-') and f.endswith(suffix)),
                      key=os.path.getmtime, reverse=True)
     for path in entries[_KEPT_PER_NAME:]:
       try:
@@ -243,10 +274,11 @@ def _compile_noting_origin(jitted: Any, args: tuple) -> tuple[Any, bool]:
   it loaded from serialized form again (the copy fails at run time with "Function ... not found"),
   so only fresh compiles may be saved. If JAX renames these events, nothing is saved (never a
   broken entry)."""
-  events = []
+  events, thread = [], threading.get_ident()
 
   def on_event(event: str, *unused_args, **unused_kwargs) -> None:
-    events.append(event)
+    if threading.get_ident() == thread:  # not another thread's compile (`in_background`)
+      events.append(event)
   jax.monitoring.register_event_listener(on_event)
   jax.monitoring.register_event_duration_secs_listener(on_event)
   try:
@@ -255,6 +287,23 @@ def _compile_noting_origin(jitted: Any, args: tuple) -> tuple[Any, bool]:
     jax.monitoring.unregister_event_listener(on_event)
     jax.monitoring.unregister_event_duration_listener(on_event)
   return compiled, _BACKEND_COMPILE_EVENT in events and _PERSISTENT_CACHE_HIT_EVENT not in events
+
+
+def in_background(fn: Callable, *args: Any, name: str) -> concurrent.futures.Future:
+  """Runs `fn(*args)` on a new daemon thread; its result (or exception) comes from the Future.
+
+  For compiling or loading several programs at once: XLA compiles and loads with the GIL
+  released, so they overlap on several cores. A daemon thread, not an executor's: Ctrl-C does not
+  wait for a compile to finish."""
+  future: concurrent.futures.Future = concurrent.futures.Future()
+
+  def run() -> None:
+    try:
+      future.set_result(fn(*args))
+    except BaseException as e:  # pylint: disable=broad-except  (re-raised by future.result())
+      future.set_exception(e)
+  threading.Thread(target=run, name=name, daemon=True).start()
+  return future
 
 
 def executable_cache(compilation_cache_dir: str | None = None) -> ExecutableCache | None:

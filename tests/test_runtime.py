@@ -171,6 +171,15 @@ def test_executable_cache_keeps_pmap_donation_and_collectives(tmp_path):
   assert state['w'].is_deleted()  # the state argument was donated
 
 
+def test_in_background_returns_the_result_or_raises_the_error_of_its_thread():
+  assert _runtime.in_background(lambda a, b: a + b, 2, 3, name='add').result(timeout=60) == 5
+
+  def fail():
+    raise ValueError('from the thread')
+  with pytest.raises(ValueError, match='from the thread'):
+    _runtime.in_background(fail, name='fail').result(timeout=60)
+
+
 def test_executable_cache_prunes_all_but_the_newest_entries_per_name(tmp_path):
   cache = _runtime.ExecutableCache(str(tmp_path))
   f, _ = _traced_counter(_new_constant())
@@ -208,3 +217,24 @@ def test_executable_cache_never_saves_a_program_loaded_from_jax_compilation_cach
   assert not list(tmp_path.glob('*.exe'))
   for name in want:
     np.testing.assert_array_equal(np.asarray(got[name]), np.asarray(want[name]))
+
+
+def test_executable_cache_keeps_shapes_so_a_later_launch_does_not_trace(tmp_path):
+  calls = []
+
+  def make_create():  # a new function object per launch (JAX caches traces per function)
+    def create(key):
+      calls.append(1)
+      return {'w': jnp.zeros((3, 4), jnp.bfloat16), 'step': 0, 'k': jax.random.split(key)}
+    return create
+  key = jax.random.PRNGKey(0)
+  first = _runtime.ExecutableCache(str(tmp_path)).eval_shape('init', make_create(), (key,), 'k')
+  again = _runtime.ExecutableCache(str(tmp_path)).eval_shape('init', make_create(), (key,), 'k')
+  assert len(calls) == 1 and len(list(tmp_path.glob('init-*.shapes'))) == 1
+  want = jax.eval_shape(make_create(), key)
+  for got in (first, again):
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    assert [(x.shape, x.dtype) for x in jax.tree.leaves(got)] == [
+        (x.shape, x.dtype) for x in jax.tree.leaves(want)]
+  _runtime.ExecutableCache(str(tmp_path)).eval_shape('init', make_create(), (key,), 'config B')
+  assert len(calls) == 3  # traced again: the key string is part of the entry's name

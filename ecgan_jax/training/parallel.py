@@ -21,6 +21,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from ecgan_jax import _runtime
 from ecgan_jax.training import distributed
 
 AXIS = 'batch'
@@ -59,6 +60,7 @@ class ParallelStep:
     self._compiled_everywhere = False  # multi-process runs: passed the post-compile barrier
     self._executables: tuple[Any, str] | None = None
     self._compiled = None
+    self._compiling = None  # Future of `_compiled` (compile_ahead)
 
   def _wrap(self, body: Callable) -> Any:
     """`body` -> its pmap / jit(shard_map) over this runner's devices, state donated."""
@@ -78,8 +80,23 @@ class ParallelStep:
       raise ValueError('the executable cache is for single-process runs')
     self._executables = (cache, f'{self.parallelism}|{key}')
 
+  def compile_ahead(self, state: Any, batch: Any, frozen: Any) -> None:
+    """Loads or compiles the step on a background thread for arguments of these shapes, dtypes
+    and shardings (`jax.ShapeDtypeStruct`s, e.g. `abstract_replicated(abstract state)`, or
+    arrays), while the caller builds the real ones; the first call waits for it. Needs the
+    executable cache (`use_executable_cache`)."""
+    if self._executables is None:
+      raise ValueError('compile_ahead needs use_executable_cache first')
+    if self._compiled is None and self._compiling is None:
+      cache, key = self._executables
+      self._compiling = _runtime.in_background(
+          cache.compile, 'train_step', self._body, (state, batch, frozen), key, self._wrap,
+          name='compile train_step')
+
   def __call__(self, state: Any, batch: Any, frozen: Any) -> tuple[Any, Any]:
     if self._executables is not None:
+      if self._compiling is not None:
+        self._compiled, self._compiling = self._compiling.result(), None
       if self._compiled is None:
         cache, key = self._executables
         self._compiled = cache.compile('train_step', self._body, (state, batch, frozen), key,
@@ -99,6 +116,24 @@ class ParallelStep:
     return self._fn.lower(state, batch, frozen)
 
   # ------------------------------------------------------------ host <-> device
+  def _stacked(self) -> jax.sharding.Sharding:
+    """pmap, one process: the sharding of a pmap'd identity's output (see put_replicated)."""
+    if self._stacked_sharding is None:
+      probe = np.zeros((len(self.local_devices), 1), np.float32)
+      self._stacked_sharding = self._identity(probe).sharding
+    return self._stacked_sharding
+
+  def abstract_replicated(self, tree: Any) -> Any:
+    """`jax.ShapeDtypeStruct`s of what `put_replicated(tree)` gives (shape, dtype, sharding) for
+    a tree of anything with .shape and .dtype (e.g. `jax.eval_shape`'s output): for compiling the
+    step before the values exist."""
+    if self.parallelism == 'pmap':
+      n, sharding = len(self.local_devices), self._stacked()
+      return jax.tree.map(lambda x: jax.ShapeDtypeStruct((n, *x.shape), x.dtype,
+                                                         sharding=sharding), tree)
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                                       sharding=self._replicated), tree)
+
   def put_replicated(self, tree: Any) -> Any:
     """Host pytree (no device axis) -> the replicated on-device form this runner expects. A tree
     without leaves (the frozen networks at loss.lambda_vgg = 0) is returned as is."""
@@ -112,10 +147,7 @@ class ParallelStep:
       stacked = jax.tree.map(lambda x: np.stack([np.asarray(x)] * len(self.local_devices)), tree)
       if jax.process_count() > 1:
         return self._identity(stacked)
-      if self._stacked_sharding is None:
-        probe = np.zeros((len(self.local_devices), 1), np.float32)
-        self._stacked_sharding = self._identity(probe).sharding
-      return jax.device_put(stacked, self._stacked_sharding)
+      return jax.device_put(stacked, self._stacked())
 
     def put(x):
       x = np.asarray(x)

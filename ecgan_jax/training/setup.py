@@ -136,8 +136,12 @@ class Setup:
     return state_lib.create_train_state(self.config, rng, self.init_models, self.optimizers)
 
   def abstract_state(self) -> state_lib.TrainState:
-    """The TrainState's shapes and dtypes (jax.eval_shape: nothing allocated or compiled)."""
-    return jax.eval_shape(self._create, jax.random.PRNGKey(0))
+    """The TrainState's shapes and dtypes (jax.eval_shape: nothing allocated or compiled). With
+    `executables`, read from that cache when an earlier launch saved them (weak types dropped)."""
+    rng = jax.random.PRNGKey(0)
+    if self.executables is not None:
+      return self.executables.eval_shape('init', self._create, (rng,), self.cache_key())
+    return jax.eval_shape(self._create, rng)
 
   def initial_state(self) -> state_lib.TrainState:
     """A fresh TrainState on the host (seed config.train.seed), `PRETRAINED` parts loaded."""

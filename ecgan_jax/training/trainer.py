@@ -16,6 +16,7 @@ on a NaN/inf loss (the last good checkpoint stays the newest), and writes:
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import time
@@ -92,10 +93,27 @@ class Sampler:
     self._generate = jax.jit(sample)
     # With an executable cache (_runtime.ExecutableCache) the first call loads or saves the program.
     self._executables, self._cache_key = executables, cache_key
+    self._compiling = None  # Future of the program (compile_ahead)
+
+  def _args(self, params: Any, g_state: Any) -> tuple:
+    b = self.batch
+    return params, g_state, b['label'], b.get('instance'), jax.random.PRNGKey(0)
+
+  def compile_ahead(self, params: Any, g_state: Any) -> None:
+    """With an executable cache: loads or compiles the program on a background thread for host
+    parameters of these shapes and dtypes (`jax.ShapeDtypeStruct`s without sharding, or arrays);
+    the first call waits for it."""
+    if self._executables is not None:
+      self._compiling = _runtime.in_background(
+          self._executables.compile, 'sample', self._sample, self._args(params, g_state),
+          self._cache_key, name='compile sample')
+      self._executables = None
 
   def __call__(self, params: Any, g_state: Any) -> tuple[np.ndarray, dict[str, float]]:
     b = self.batch
-    args = (params, g_state, b['label'], b.get('instance'), jax.random.PRNGKey(0))
+    args = self._args(params, g_state)
+    if self._compiling is not None:
+      self._generate, self._compiling = self._compiling.result(), None
     if self._executables is not None:
       self._generate = self._executables.compile('sample', self._sample, args, self._cache_key)
       self._executables = None  # compiled once; params and g_state keep their shapes
@@ -182,28 +200,55 @@ class _Outputs:
       self.evaluate(state, step)
 
 
-def _restore_or_init(run: setup_lib.Setup, ckpt: checkpointing.Checkpointer, train_iterator: Any,
-                     workdir: str) -> state_lib.TrainState:
-  """The newest checkpoint's state (and data position), else a fresh initial state (host)."""
+def _start(run: setup_lib.Setup, ckpt: checkpointing.Checkpointer, runner: parallel.ParallelStep,
+           out: _Outputs, frozen: Any, train_iterator: Iterator,
+           workdir: str) -> tuple[state_lib.TrainState, Iterator]:
+  """The newest checkpoint's state (and data position), else a fresh initial state (host); and the
+  batches to train on.
+
+  With the executable cache, the step's and the sample grid's programs are loaded or compiled on
+  background threads for the state's shapes while the state itself is built (the init program
+  compiled or loaded, or the checkpoint read): XLA compiles and loads with the GIL released, so on
+  a cold launch the three compiles overlap on several cores. The step's batch shapes come from the
+  first batch, taken here and trained on first.
+  """
   latest = ckpt.latest_step()
-  if latest is None:
+  compile_ahead = run.executables is not None and (latest or 0) < int(run.config.train.num_steps)
+  abstract = run.abstract_state() if compile_ahead or latest is not None else None
+  state = None
+  if latest is not None:
+    state = ckpt.restore(abstract, data_iterator=train_iterator)
+    log.info('Resumed from step %d of %s', latest, ckpt.directory)
+  batches = train_iterator
+  if compile_ahead:
+    if out.sampler is not None:
+      host = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                          (abstract.ema_params, abstract.g_state))
+      out.sampler.compile_ahead(*host)
+    first = next(train_iterator)
+    batches = itertools.chain([first], train_iterator)
+    shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                                         sharding=getattr(x, 'sharding', None)),
+                          runner.put_batch(first))
+    runner.compile_ahead(runner.abstract_replicated(abstract), shapes, frozen)
+  if state is None:
     log.info('Starting a new run in %s', workdir)
-    return run.initial_state()
-  state = ckpt.restore(run.abstract_state(), data_iterator=train_iterator)
-  log.info('Resumed from step %d of %s', latest, ckpt.directory)
-  return state
+    state = run.initial_state()
+  return state, batches
 
 
 def _loop(config: Any, state: Any, frozen: Any, step: int, runner: parallel.ParallelStep,
-          train_iterator: Iterator, out: _Outputs, ckpt: checkpointing.Checkpointer,
-          progress: logging_utils.Progress, on_step: Callable[[int], None] | None) -> None:
-  """Steps to config.train.num_steps; metrics are fetched one step late (the device runs ahead)
-  except at log, checkpoint and stop steps."""
+          batches: Iterator, train_iterator: Iterator, out: _Outputs,
+          ckpt: checkpointing.Checkpointer, progress: logging_utils.Progress,
+          on_step: Callable[[int], None] | None) -> None:
+  """Steps to config.train.num_steps on `batches` (`train_iterator`, maybe after a batch taken
+  from it before, whose position the checkpoints save); metrics are fetched one step late (the
+  device runs ahead) except at log, checkpoint and stop steps."""
   num_steps = int(config.train.num_steps)
   pending = None  # (step, device metrics) of the previous step, checked one step late
   with checkpointing.ShutdownSignal() as shutdown:
     while step < num_steps:
-      state, metrics = runner(state, runner.put_batch(next(train_iterator)), frozen)
+      state, metrics = runner(state, runner.put_batch(next(batches)), frozen)
       step += 1
       done = out.check(pending) if pending is not None else None
       pending = (step, metrics)
@@ -257,15 +302,16 @@ def train(config: Any, workdir: str, *, train_iterator: Iterator | None = None,
         async_checkpointing=bool(config.train.async_checkpointing))
     writer = logging_utils.MetricWriter(os.path.join(workdir, 'tensorboard'), enabled=is_main)
     out = _Outputs(config, workdir, run, runner, writer, ckpt, is_main)
-    host_state = _restore_or_init(run, ckpt, train_iterator, workdir)
+    frozen = runner.put_replicated(run.frozen())
+    host_state, batches = _start(run, ckpt, runner, out, frozen, train_iterator, workdir)
     _log_setup(config, host_state, runner)
     step, state = int(host_state.step), runner.put_replicated(host_state)
     del host_state
     if step == 0:
       out.samples(state, 0)
     progress = logging_utils.Progress(step, int(config.train.num_steps), enabled=is_main)
-    _loop(config, state, runner.put_replicated(run.frozen()), step, runner, train_iterator, out,
-          ckpt, progress, on_step)
+    _loop(config, state, frozen, step, runner, batches, train_iterator, out, ckpt, progress,
+          on_step)
     writer.flush()
     return out.last_metrics
   except BaseException as e:

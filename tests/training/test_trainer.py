@@ -102,3 +102,36 @@ def test_cli_rejects_a_wrong_field_with_a_clear_message(tmp_path, flag, message)
                             helpers.subprocess_env(2), check=False, timeout=120)
   assert proc.returncode != 0
   assert message in proc.stderr
+
+
+def test_step_and_sample_compiled_ahead_from_shapes_key_as_their_real_arguments(tmp_path,
+                                                                                monkeypatch):
+  """The trainer starts the step's and the sample grid's compiles from shapes before the state
+  exists (trainer._start); their executable-cache keys must be the ones the real arguments give,
+  or a warm launch would compile again. Compares the keys only (nothing compiles the step)."""
+  import types  # pylint: disable=import-outside-toplevel
+
+  from ecgan_jax import _runtime  # pylint: disable=import-outside-toplevel
+  from ecgan_jax.data import pipeline  # pylint: disable=import-outside-toplevel
+  from ecgan_jax.training import checkpointing, setup, trainer  # pylint: disable=import-outside-toplevel
+  config = helpers.micro_config()
+  run = setup.build(config, executables=_runtime.ExecutableCache(str(tmp_path / 'exe')))
+  runner = run.runner()
+  ahead = {}
+  monkeypatch.setattr(runner, 'compile_ahead', lambda *args: ahead.setdefault('step', args))
+  sampler = types.SimpleNamespace(compile_ahead=lambda *args: ahead.setdefault('sample', args))
+  data = pipeline.make_train_iterator(config, runner.num_local_devices)
+  ckpt = checkpointing.Checkpointer(str(tmp_path / 'checkpoints'), async_checkpointing=False)
+  try:
+    frozen = runner.put_replicated(run.frozen())
+    host_state, batches = trainer._start(run, ckpt, runner, types.SimpleNamespace(sampler=sampler),
+                                         frozen, data, str(tmp_path))
+    first = next(batches)
+  finally:
+    ckpt.close()
+    data.close()
+  key = _runtime._arguments_key  # pylint: disable=protected-access
+  state = runner.put_replicated(host_state)
+  assert key(ahead['step']) == key((state, runner.put_batch(first), frozen))
+  host = runner.get_replicated({'ema': state.ema_params, 'g_state': state.g_state})
+  assert key(ahead['sample']) == key((host['ema'], host['g_state']))

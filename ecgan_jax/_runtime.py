@@ -214,12 +214,7 @@ class ExecutableCache:
       # The devices it runs on, in order (jax.stages.Compiled has no public accessor).
       executable = compiled._executable.xla_executable  # pylint: disable=protected-access
       device_ids = [d.id for d in executable.local_devices()]
-      data = pickle.dumps((blob, in_tree, out_tree, device_ids))
-      os.makedirs(self.directory, exist_ok=True)
-      tmp = f'{path}.tmp{os.getpid()}'
-      with open(tmp, 'wb') as f:
-        f.write(data)
-      os.replace(tmp, path)  # atomic: a killed launch leaves no half-written entry
+      self._write(path, pickle.dumps((blob, in_tree, out_tree, device_ids)))
       self._prune(name)
     except Exception as e:  # pylint: disable=broad-except  (a cache must never stop a run)
       log.info('Not caching the compiled %s: %s: %s', name, type(e).__name__, e)
@@ -241,15 +236,18 @@ class ExecutableCache:
     leaves, treedef = jax.tree.flatten(jax.eval_shape(fn, *args))
     leaves = [(tuple(x.shape), np.dtype(x.dtype)) for x in leaves]
     try:
-      os.makedirs(self.directory, exist_ok=True)
-      tmp = f'{path}.tmp{os.getpid()}'
-      with open(tmp, 'wb') as f:
-        pickle.dump((treedef, leaves), f)
-      os.replace(tmp, path)
+      self._write(path, pickle.dumps((treedef, leaves)))
       self._prune(name, '.shapes')
     except Exception as e:  # pylint: disable=broad-except  (a cache must never stop a run)
       log.info('Not caching the shapes of %s: %s: %s', name, type(e).__name__, e)
     return jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(s, d) for s, d in leaves])
+
+  def _write(self, path: str, data: bytes) -> None:
+    os.makedirs(self.directory, exist_ok=True)
+    tmp = f'{path}.tmp{os.getpid()}'
+    with open(tmp, 'wb') as f:
+      f.write(data)
+    os.replace(tmp, path)  # atomic: a killed launch leaves no half-written entry
 
   def _prune(self, name: str, suffix: str = '.exe') -> None:
     entries = sorted((os.path.join(self.directory, f) for f in os.listdir(self.directory)

@@ -3,8 +3,10 @@ compilation cache off: building the initial state (its own compile included, and
 trace+lower, compile and run timed apart, so that line covers two init compiles), tracing and
 lowering the step, XLA's compile, loading the compiled step back from its serialized form (what a
 warm launch does instead of compiling: the executable cache and JAX's compilation cache), the first
-and the second call. The test suite's training tests
-pay these once per program, so this is the number to watch when the suite gets slow.
+and the second call. It also counts the compiled step's fused kernels and copies (XLA:CPU compiles
+one kernel per fusion; fewer of them usually, not always, compile sooner). The test suite's
+training tests pay these once per program, so this is the number to watch when the suite gets
+slow.
 
   python benchmarks/compile_time.py                   # the trainer tests' micro model (32x32, B8)
   python benchmarks/compile_time.py --config.model.label_generator=b0 --config.train.batch_size=4
@@ -15,6 +17,7 @@ The last line runs with XLA's own YNNPACK fusions instead of the commands' defau
 a laptop).
 """
 import os
+import re
 import sys
 import time
 
@@ -44,6 +47,15 @@ def _seconds(fn):
   return out, time.perf_counter() - start
 
 
+def _kernels(hlo: str) -> str:
+  """'N fusions, M copies' in the entry computation of an optimised HLO module's text: XLA:CPU
+  emits one kernel per fusion, so their number follows its compile time."""
+  entry = hlo[hlo.index('ENTRY'):]
+  fusions = len(re.findall(r' fusion\(', entry))
+  copies = len(re.findall(r' copy\(', entry))
+  return f'{fusions} fusions, {copies} copies'
+
+
 def main(argv):
   del argv
   _runtime.use_default_xla_flags()  # the commands' XLA flags (before any device use)
@@ -68,6 +80,7 @@ def main(argv):
   lowered, t_lower = _seconds(lambda: runner.lower(state, batch, frozen))
   lines = lowered.as_text().count('\n')
   compiled, t_compile = _seconds(lowered.compile)
+  kernels = _kernels(compiled.as_text())
   blob, in_tree, out_tree = serialize_executable.serialize(compiled)
   _, t_load = _seconds(lambda: serialize_executable.deserialize_and_load(
       blob, in_tree, out_tree, execution_devices=jax.local_devices()[:1]))
@@ -77,7 +90,7 @@ def main(argv):
         f'{config.train.batch_size} G_l {config.model.label_generator}: initial state '
         f'{t_init:.1f} s (its program alone: trace+lower {t_init_lower:.1f} s, compile '
         f'{t_init_compile:.1f} s, run {t_init_run:.1f} s), trace+lower {t_lower:.1f} s '
-        f'({lines} StableHLO lines), compile {t_compile:.1f} s, load {t_load:.1f} s '
+        f'({lines} StableHLO lines), compile {t_compile:.1f} s ({kernels}), load {t_load:.1f} s '
         f'({len(blob) / 1e6:.0f} MB), first step {t_first:.1f} s, '
         f'second {t_second:.1f} s; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} '
         f'cores; XLA_FLAGS={os.environ.get("XLA_FLAGS", "")!r}', flush=True)

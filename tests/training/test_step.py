@@ -4,6 +4,7 @@ shard_map; ablation switches remove exactly their loss terms (checked by tracing
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from ecgan_jax.data import pipeline
@@ -135,3 +136,15 @@ def test_generator_update_judges_real_and_fake_pairs_in_one_discriminator_call(m
   _traced_metrics(helpers.micro_config('tiny,B2'))
   assert len(calls) == 2, calls
   assert set(calls[1]) == {'real', 'coarse', 'final', 'real_edge', 'fake_edge'}
+
+
+def test_tree_norm_equals_optax_norm_over_mixed_shapes_and_empty_trees():
+  rng = np.random.default_rng(0)
+  tree = {'conv': {'kernel': rng.standard_normal((3, 3, 4, 8)).astype(np.float32),
+                   'bias': rng.standard_normal((8,)).astype(np.float32)},
+          'scale': np.float32(2.5), 'half': jnp.asarray(rng.standard_normal((5,)), jnp.bfloat16)}
+  got = jax.jit(step_lib.tree_norm)(tree)
+  assert got.dtype == jnp.float32 and got.shape == ()
+  np.testing.assert_allclose(got, optax.tree.norm(jax.tree.map(
+      lambda x: jnp.asarray(x, jnp.float32), tree)), rtol=1e-6)
+  assert float(step_lib.tree_norm({})) == 0.0

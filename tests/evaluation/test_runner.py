@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ecgan_jax import configuration
+from ecgan_jax import _runtime, configuration
 from ecgan_jax.evaluation import evaluators, runner
 from ecgan_jax.models import build_generator
 from ecgan_jax.training import checkpointing
@@ -36,7 +36,7 @@ def run_dir(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('run'))
   h, w = configuration.image_size(config)
   sem = jnp.zeros((1, h, w, configuration.semantic_nc(config)))
-  variables = jax.jit(lambda k: build_generator(config).init(
+  variables = _runtime.jit_run_once(lambda k: build_generator(config).init(
       {'params': k, 'noise': k}, sem, None, train=True))(jax.random.PRNGKey(0))
   params = variables['params']
   rest = {k: v for k, v in variables.items() if k != 'params'}

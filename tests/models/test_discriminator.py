@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from configs import synthetic
+from ecgan_jax import _runtime
 from ecgan_jax import configuration as C
 from ecgan_jax.models import build_discriminator, build_style_encoder, one_hot_semantics
 from ecgan_jax.models.discriminator import NLayerDiscriminator
@@ -47,7 +48,7 @@ def tiny_setup():
 def tiny_d():
   cfg, sem, image = tiny_setup()
   d = build_discriminator(cfg)
-  v = jax.jit(lambda s, i: d.init(KEY, s, i, train=False))(sem, image)
+  v = _runtime.jit_run_once(lambda s, i: d.init(KEY, s, i, train=False))(sem, image)
 
   def loss(params, sem, image, train):
     outs, state = d.apply({**v, 'params': params}, sem, image, train=train,
@@ -133,7 +134,7 @@ def test_style_encoder_matches_spade_layout_and_handles_non_square_images():
 def test_style_encoder_gradients_and_deterministic_outputs():
   cfg, _, image = tiny_setup()
   e = build_style_encoder(cfg)
-  v = jax.jit(lambda i: e.init(KEY, i, train=False))(image)
+  v = _runtime.jit_run_once(lambda i: e.init(KEY, i, train=False))(image)
 
   def loss(params, image):
     (mu, logvar), _ = e.apply({**v, 'params': params}, image, train=True,

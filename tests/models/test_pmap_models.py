@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from configs import synthetic
+from ecgan_jax import _runtime
 from ecgan_jax import configuration as C
 from ecgan_jax.models import (build_discriminator, build_generator, build_style_encoder,
                               one_hot_semantics)
@@ -50,7 +51,9 @@ def cfg():
 def test_generator_synced_batch_norm_matches_one_device_with_the_whole_batch(cfg):
   sem, _ = setup_batch(cfg)
   g_single, g_pmap = build_generator(cfg), build_generator(cfg, axis_name='batch')
-  v = jax.jit(lambda s: g_single.init({'params': jax.random.PRNGKey(1)}, s, train=False))(sem)
+  # Compiled without LLVM optimisation, as the trainer's init (it runs once).
+  v = _runtime.jit_run_once(
+      lambda s: g_single.init({'params': jax.random.PRNGKey(1)}, s, train=False))(sem)
 
   def apply(model, v, s):
     return model.apply(v, s, train=True, mutable=['batch_stats'])
@@ -87,8 +90,9 @@ def test_generator_synced_batch_norm_matches_one_device_with_the_whole_batch(cfg
 def test_discriminator_and_style_encoder_replicas_stay_identical(cfg):
   sem, image = setup_batch(cfg)
   d, e = build_discriminator(cfg, axis_name='batch'), build_style_encoder(cfg, axis_name='batch')
-  vd = jax.jit(lambda s, i: d.init(jax.random.PRNGKey(2), s, i, train=False))(sem, image)
-  ve = jax.jit(lambda i: e.init(jax.random.PRNGKey(3), i, train=False))(image)
+  vd = _runtime.jit_run_once(
+      lambda s, i: d.init(jax.random.PRNGKey(2), s, i, train=False))(sem, image)
+  ve = _runtime.jit_run_once(lambda i: e.init(jax.random.PRNGKey(3), i, train=False))(image)
 
   def step(vd, ve, s, i):
     outs, sd = d.apply(vd, s, i, train=True, mutable=['batch_stats'])

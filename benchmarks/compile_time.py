@@ -49,7 +49,8 @@ def _seconds(fn):
 
 def _kernels(hlo: str) -> str:
   """'N fusions, M copies' in the entry computation of an optimised HLO module's text: XLA:CPU
-  emits one kernel per fusion, so their number follows its compile time."""
+  emits one kernel per fusion, so their number is a rough guide to its compile time (not a
+  measure: fewer, larger fusions can compile slower, docs/performance.md)."""
   entry = hlo[hlo.index('ENTRY'):]
   fusions = len(re.findall(r' fusion\(', entry))
   copies = len(re.findall(r' copy\(', entry))

@@ -12,6 +12,7 @@ Adversarial (adversarial.py)
   kl_divergence(mu [B,Z], logvar [B,Z], *, reduction='batch_mean'|'sum')
 Perceptual (perceptual.py)
   perceptual_loss(vgg_fn, x [B,H,W,3], y [B,H,W,3], *, weights=VGG_WEIGHTS)
+  perceptual_losses(vgg_fn, [(x, y), ...], *, weights=VGG_WEIGHTS) -> [scalar, ...] (one vgg call)
 Similarity, Eq. 2 (similarity.py)
   similarity_loss(probs [B,h,w,N], labels [B,H,W], *, ignore_label, chunk_size, num_pixels, key)
 Contrastive, Eqs. 4-6, and class-specific L1 (contrastive.py)
@@ -43,7 +44,7 @@ from ecgan_jax.losses.contrastive import (CROSS_SCALE_PAIRS, SCALE_WEIGHTS, STRI
                                           sample_multiscale_anchors)
 from ecgan_jax.losses.memory_bank import (MemoryBank, init_memory_bank, memory_bank_contrast,
                                           update_memory_bank)
-from ecgan_jax.losses.perceptual import VGG_WEIGHTS, perceptual_loss
+from ecgan_jax.losses.perceptual import VGG_WEIGHTS, perceptual_loss, perceptual_losses
 from ecgan_jax.losses.sampling import (Anchors, downsample_labels, gather_across_devices,
                                        sample_anchors, valid_label_mask)
 from ecgan_jax.losses.similarity import similarity_loss
@@ -52,8 +53,8 @@ __all__ = [
     'Anchors', 'CROSS_SCALE_PAIRS', 'GAN_MODES', 'MemoryBank', 'SCALE_WEIGHTS', 'STRIDES',
     'VGG_WEIGHTS', 'class_specific_l1_loss', 'cross_scale_contrastive_loss', 'downsample_labels',
     'feature_matching_loss', 'gan_loss', 'gather_across_devices', 'init_memory_bank',
-    'kl_divergence',
-    'memory_bank_contrast', 'memory_bank_loss', 'multiscale_contrastive_loss', 'perceptual_loss',
+    'kl_divergence', 'memory_bank_contrast', 'memory_bank_loss', 'multiscale_contrastive_loss',
+    'perceptual_loss', 'perceptual_losses',
     'pixel_contrastive_loss', 'pixel_contrastive_sums', 'sample_anchors',
     'sample_multiscale_anchors', 'similarity_loss', 'update_memory_bank', 'valid_label_mask',
 ]

@@ -73,21 +73,24 @@ def adversarial_terms(judged: Mapping[str, DOutput], opts: StepOptions) -> Terms
 def perceptual_term(vgg: Callable, fakes: Mapping[str, Any], image: jax.Array,
                     real_edge: jax.Array, opts: StepOptions) -> jax.Array:
   """VGG loss of I' + lambda I'' against the real image [+ I'_e against the real edge map]."""
-  total = (losses.perceptual_loss(vgg, fakes['coarse_image'], image)
-           + opts.lambda_refine * losses.perceptual_loss(vgg, fakes['image'], image))
+  pairs = [(fakes['coarse_image'], image), (fakes['image'], image)]
   if opts.use_edge:
-    total += losses.perceptual_loss(vgg, fakes['edge'], real_edge)
-  return total
+    pairs.append((fakes['edge'], real_edge))
+  # One VGG19 call on [I'; I''; I'_e; I; I_e]: I's features once, one network in the program.
+  terms = losses.perceptual_losses(vgg, pairs)
+  return terms[0] + opts.lambda_refine * terms[1] + sum(terms[2:])
 
 
 def similarity_term(label_probs: Callable, fakes: Mapping[str, Any], label: jax.Array,
                     key: jax.Array, opts: StepOptions) -> jax.Array:
-  """Eq. 2 on I' and I'' (G_l frozen inside: `label_probs` must stop its parameters)."""
+  """Eq. 2 on I' and I'' (G_l frozen inside: `label_probs` must stop its parameters, and run in
+  eval mode, where batch elements are independent: both images go through one call)."""
   k1, k2 = jax.random.split(key)
+  coarse, refined = fakes['coarse_image'], fakes['image']
+  probs = jnp.split(label_probs(jnp.concatenate([coarse, refined], axis=0)), 2, axis=0)
   return sum(losses.similarity_loss(
-      label_probs(fakes[name]), label, ignore_label=opts.ignore_label, chunk_size=opts.sim_chunk,
-      num_pixels=opts.sim_num_pixels, key=k) for name, k in (('coarse_image', k1),
-                                                             ('image', k2)))
+      p, label, ignore_label=opts.ignore_label, chunk_size=opts.sim_chunk,
+      num_pixels=opts.sim_num_pixels, key=k) for p, k in zip(probs, (k1, k2)))
 
 
 def contrastive_terms(embeddings: Mapping[str, jax.Array], label: jax.Array, banks: Any,

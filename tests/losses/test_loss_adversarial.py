@@ -129,3 +129,31 @@ def test_perceptual_loss_matches_naive_weighted_l1_and_stops_the_target():
     f(x, y[:1])
   with pytest.raises(ValueError, match='features'):
     losses.perceptual_loss(lambda im: _toy_vgg(im)[:4], x, y)
+
+
+def test_perceptual_losses_equal_the_separate_losses_from_one_vgg_call_on_distinct_targets():
+  rng = np.random.default_rng(6)
+  x1, x2, x3, y, e = (jnp.asarray(rng.uniform(-1, 1, (2, 16, 16, 3)), jnp.float32)
+                      for _ in range(5))
+  calls = []
+
+  def vgg(im):
+    calls.append(im.shape[0])
+    return _toy_vgg(im)
+
+  pairs = [(x1, y), (x2, y), (x3, e)]
+  got = losses.perceptual_losses(vgg, pairs)
+  assert calls == [2 * 5]  # one call on [x1; x2; x3; y; e]: y's features once, not twice
+  for (x, t), g in zip(pairs, got):
+    np.testing.assert_allclose(float(g), float(losses.perceptual_loss(_toy_vgg, x, t)), rtol=1e-6)
+  # Gradients reach every x and no target, as with the separate losses.
+  total = lambda a, b, c, t: sum(losses.perceptual_losses(_toy_vgg, [(a, t), (b, t), (c, e)]))
+  separate = lambda a, b, c, t: sum(losses.perceptual_loss(_toy_vgg, p, q)
+                                    for p, q in ((a, t), (b, t), (c, e)))
+  grads = jax.grad(total, argnums=(0, 1, 2, 3))(x1, x2, x3, y)
+  want = jax.grad(separate, argnums=(0, 1, 2, 3))(x1, x2, x3, y)
+  for g, w in zip(grads, want):
+    np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5, atol=1e-8)
+  assert np.all(np.asarray(grads[3]) == 0)
+  with pytest.raises(ValueError, match='one shape'):
+    losses.perceptual_losses(_toy_vgg, [(x1, y), (x2[:1], y[:1])])

@@ -7,8 +7,9 @@ import numpy as np
 import optax
 import pytest
 
+from ecgan_jax import losses
 from ecgan_jax.data import pipeline
-from ecgan_jax.training import parallel, setup
+from ecgan_jax.training import objectives, parallel, setup
 from ecgan_jax.training import state as state_lib
 from ecgan_jax.training import step as step_lib
 from tests.training import helpers
@@ -136,6 +137,51 @@ def test_generator_update_judges_real_and_fake_pairs_in_one_discriminator_call(m
   _traced_metrics(helpers.micro_config('tiny,B2'))
   assert len(calls) == 2, calls
   assert set(calls[1]) == {'real', 'coarse', 'final', 'real_edge', 'fake_edge'}
+
+
+def test_each_frozen_network_runs_once_per_generator_update(monkeypatch):
+  """VGG19 sees [I'; I''; I'_e; I; I_e] in one call (I's features once) and G_l sees [I'; I'']
+  in one eval-mode call: one copy of each network in the compiled step, not three and two."""
+  shapes = {'vgg': [], 'label_generator': []}
+  perceptual_losses, label_probs = step_lib.losses.perceptual_losses, step_lib._label_probs
+
+  def counting_perceptual(vgg, pairs, **kwargs):
+    return perceptual_losses(lambda im: shapes['vgg'].append(im.shape) or vgg(im), pairs,
+                             **kwargs)
+
+  def counting_probs(*args):
+    probs = label_probs(*args)
+    return lambda im: shapes['label_generator'].append(im.shape) or probs(im)
+
+  monkeypatch.setattr(step_lib.losses, 'perceptual_losses', counting_perceptual)
+  monkeypatch.setattr(step_lib, '_label_probs', counting_probs)
+  _traced_metrics(helpers.micro_config('tiny,B8'))
+  assert [s[0] for s in shapes['vgg']] == [5]  # 1 example per device, 5 images
+  assert [s[0] for s in shapes['label_generator']] == [2]
+
+
+def test_similarity_term_from_one_g_l_call_equals_the_two_separate_losses():
+  rng = np.random.default_rng(1)
+  n, h = 5, 16
+  mix = jnp.asarray(rng.standard_normal((3, n)), jnp.float32)
+  calls = []
+
+  def probs(im):  # per-pixel, per-example: a stand-in for G_l in eval mode
+    calls.append(im.shape[0])
+    return jax.nn.softmax(im[:, ::2, ::2] @ mix, axis=-1)
+
+  fakes = {k: jnp.asarray(rng.uniform(-1, 1, (2, h, h, 3)), jnp.float32)
+           for k in ('coarse_image', 'image')}
+  label = jnp.asarray(rng.integers(0, n, (2, h, h)), jnp.int32)
+  opts = setup.build(helpers.micro_config('tiny,B8')).options
+  key = jax.random.PRNGKey(3)
+  got = objectives.similarity_term(probs, fakes, label, key, opts)
+  assert calls == [4]
+  k1, k2 = jax.random.split(key)
+  want = sum(losses.similarity_loss(probs(fakes[name]), label, ignore_label=opts.ignore_label,
+                                    chunk_size=opts.sim_chunk, num_pixels=opts.sim_num_pixels,
+                                    key=k) for name, k in (('coarse_image', k1), ('image', k2)))
+  np.testing.assert_allclose(float(got), float(want), rtol=1e-6)
 
 
 def test_tree_norm_equals_optax_norm_over_mixed_shapes_and_empty_trees():

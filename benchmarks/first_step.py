@@ -7,7 +7,9 @@ compilation cache (the issue's "fast start" numbers).
 Each run is a fresh `python launch/train.py` process in a new workdir; the first uses an empty
 cache folder (cold), the later ones the folder the first filled (warm). It prints, per run, the
 seconds from process start to the end of step 1 and the process's CPU seconds (user + system of
-the child: less sensitive to other load on a shared machine than wall time).
+the child: less sensitive to other load on a shared machine than wall time). The launches pick
+their malloc as the commands do (ecgan_jax/cli/allocator.py: tcmalloc when installed);
+`ECGAN_JAX_MALLOC=system python benchmarks/first_step.py` times glibc's.
 """
 import os
 import resource
@@ -63,7 +65,11 @@ def _launch(config: str, cache: str, workdir: str) -> tuple[float, float]:
 def main(argv):
   del argv
   cache = _CACHE.value or tempfile.mkdtemp(prefix='ecgan_jax_cache_')
-  print(f'config {_CONFIG.value}, cache {cache}, load average {os.getloadavg()[0]:.1f}')
+  from ecgan_jax.cli import allocator  # pylint: disable=import-outside-toplevel
+  env = allocator.reexec_environment()
+  malloc = env['LD_PRELOAD'].split(':')[0] if env else os.environ.get('LD_PRELOAD') or 'glibc'
+  print(f'config {_CONFIG.value}, cache {cache}, malloc {malloc}, '
+        f'load average {os.getloadavg()[0]:.1f}')
   for i in range(_RUNS.value):
     with tempfile.TemporaryDirectory() as workdir:
       wall, cpu = _launch(_CONFIG.value, cache, workdir)

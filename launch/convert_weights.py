@@ -4,7 +4,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from ecgan_jax.cli import convert_weights  # noqa: E402
+from ecgan_jax import cli  # noqa: E402
 
 if __name__ == '__main__':
-  convert_weights.run()
+  cli.ecgan_convert_weights()

@@ -4,7 +4,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from ecgan_jax.cli import evaluate  # noqa: E402
+from ecgan_jax import cli  # noqa: E402
 
 if __name__ == '__main__':
-  evaluate.run()
+  cli.ecgan_evaluate()

@@ -1,5 +1,5 @@
 """Label maps -> images with a trained checkpoint: see ecgan_jax/cli/synthesize.py (ecgan-synthesize)."""
 import os, sys; sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # noqa: E401,E702
-from ecgan_jax.cli.synthesize import main  # noqa: E402
+from ecgan_jax import cli  # noqa: E402
 if __name__ == '__main__':
-  main()
+  cli.ecgan_synthesize()

@@ -44,6 +44,8 @@ def perceptual_losses(vgg_fn: Callable[[Array], Sequence[Array]],
   Returns:
     a list of float32 scalars, one per pair.
   """
+  if not pairs:
+    raise ValueError('perceptual_losses needs at least one (x, y) pair')
   targets: list[Array] = []
   index = []  # pair -> position of its target in `targets`
   for x, y in pairs:

@@ -157,3 +157,5 @@ def test_perceptual_losses_equal_the_separate_losses_from_one_vgg_call_on_distin
   assert np.all(np.asarray(grads[3]) == 0)
   with pytest.raises(ValueError, match='one shape'):
     losses.perceptual_losses(_toy_vgg, [(x1, y), (x2[:1], y[:1])])
+  with pytest.raises(ValueError, match='at least one'):
+    losses.perceptual_losses(_toy_vgg, [])

@@ -9,8 +9,10 @@ Components: G (generator, all outputs, loss = sum of sines), D (multi-scale disc
 gradient alone, XLA:CPU's against per-tap matmuls, at the fixed layer shapes of
 KERNEL_GRAD_SHAPES), conv_forward (XLA's forward convolution against per-tap matmuls at those
 shapes; not in the default list), onehot (SPADE's shared conv over the one-hot map dense vs gathered, and a
-full-resolution SPADE norm with and without the gather). Data are random; parameters random
-(nothing is trained).
+full-resolution SPADE norm with and without the gather), spade_pair (SPADE's gamma and beta convs
+as two convolutions against one with both outputs side by side, at the shapes of
+SPADE_PAIR_SHAPES; not in the default list). Data are random; parameters random (nothing is
+trained).
 """
 import os
 import statistics
@@ -151,6 +153,39 @@ def time_onehot_convs(b: int, h: int, w: int, num_classes: int, hidden: int = 12
     _time(f'SPADE norm onehot_classes={n}', jax.grad(loss, argnums=(0, 1)), v['params'], x, label)
 
 
+# SPADE's mlp_gamma / mlp_beta inputs (x [B, H, W, hidden=128]) and width C, small preset and paper.
+SPADE_PAIR_SHAPES = {
+    'small up_3 64px': ((8, 64, 64, 128), 16),
+    'small up_0 16px': ((8, 16, 16, 128), 128),
+    'paper up_3 256px': ((1, 256, 256, 128), 64),
+    'paper up_1 64px': ((1, 64, 64, 128), 256),
+    'paper G_middle 16px': ((1, 16, 16, 128), 1024),
+}
+
+
+def time_spade_pairs():
+  """SPADE's gamma and beta (two 3x3 convs of the same input, C outputs each), forward + input
+  and kernel gradients of sum(sin(gamma) + cos(beta)): as two `layers.conv2d` calls, and as one
+  with the kernels concatenated to 2C outputs (what `layers.SPADE` does)."""
+  for name, (xs, c) in SPADE_PAIR_SHAPES.items():
+    key = jax.random.PRNGKey(0)
+    x = jax.random.normal(key, xs)
+    kg, kb = jax.random.normal(key, (2, 3, 3, xs[3], c)) * 0.02
+
+    def loss(kg, kb, x, fused):
+      if fused:
+        y = layers.conv2d(x, jnp.concatenate([kg, kb], axis=-1), 1, 1)
+        gamma, beta = y[..., :c], y[..., c:]
+      else:
+        gamma, beta = layers.conv2d(x, kg, 1, 1), layers.conv2d(x, kb, 1, 1)
+      return jnp.sum(jnp.sin(gamma)) + jnp.sum(jnp.cos(beta))
+
+    print(f'SPADE gamma+beta {name}: x {xs} -> 2 x {c}')
+    for fused in (False, True):
+      grad = jax.grad(lambda kg, kb, x, fused=fused: loss(kg, kb, x, fused), argnums=(0, 1, 2))
+      _time('  one conv, 2C outputs' if fused else '  two convs', grad, kg, kb, x)
+
+
 def main(argv):
   del argv
   _runtime.use_default_xla_flags()  # the commands' XLA flags (before any device use)
@@ -190,6 +225,8 @@ def main(argv):
     time_conv_forwards()
   if 'onehot' in only:
     time_onehot_convs(b, h, w, configuration.num_classes(config))
+  if 'spade_pair' in only:
+    time_spade_pairs()
 
 
 if __name__ == '__main__':

@@ -326,6 +326,27 @@ class SegmentConv(nn.Module):
     return _add_bias(self, y.astype(self.dtype))
 
 
+class ConvWeights(nn.Module):
+  """The parameters of a `Conv` without the convolution: in_features -> (kernel [k, k, in,
+  features] spectral-normalised if asked, bias [features] or None). Same names and state as
+  `Conv` ('kernel', 'bias', 'sn'), so a module can convolve several layers' kernels at once (one
+  conv with their outputs side by side) and keep each layer's own parameters."""
+  features: int
+  kernel_size: int = 3
+  use_bias: bool = True
+  spectral: bool = False
+  kernel_init: Callable = default_kernel_init
+
+  @nn.compact
+  def __call__(self, in_features: int, update_stats: bool = False
+               ) -> tuple[jax.Array, jax.Array | None]:
+    k = self.kernel_size
+    kernel = _weight(self, (k, k, in_features, self.features), self.kernel_init, update_stats)
+    bias = (self.param('bias', nn.initializers.zeros, (self.features,)) if self.use_bias
+            else None)
+    return kernel, bias
+
+
 class Dense(nn.Module):
   """Linear layer [..., Cin] -> [..., features] with optional spectral norm."""
   features: int
@@ -388,8 +409,9 @@ class SPADE(nn.Module):
 
   x [B, H, W, C], seg [B, Hs, Ws, Cs] (resized to H x W with PyTorch-nearest semantics) ->
   [B, H, W, C]. gamma/beta come from a shared 3x3 conv with `hidden` channels + ReLU, then two 3x3
-  convs. The MLP is spectral-normalised only under spectral_norm='all'. With onehot_classes = n
-  > 0 the first n channels of seg are one-hot and the shared conv gathers kernel rows for them
+  convs (params mlp_gamma, mlp_beta) computed as one conv with 2C outputs. The MLP is
+  spectral-normalised only under spectral_norm='all'. With onehot_classes = n > 0 the first n
+  channels of seg are one-hot and the shared conv gathers kernel rows for them
   (`Conv.onehot`).
   """
   hidden: int = 128
@@ -408,8 +430,14 @@ class SPADE(nn.Module):
     onehot = (0, self.onehot_classes) if self.onehot_classes else None
     actv = nn.relu(Conv(self.hidden, 3, spectral=sn, dtype=self.dtype, onehot=onehot,
                         name='mlp_shared')(seg, train))
-    gamma = Conv(c, 3, spectral=sn, dtype=self.dtype, name='mlp_gamma')(actv, train)
-    beta = Conv(c, 3, spectral=sn, dtype=self.dtype, name='mlp_beta')(actv, train)
+    # mlp_gamma and mlp_beta as ONE conv with 2C outputs (their own params, concatenated): one
+    # convolution, input gradient and kernel gradient instead of two each, 12-40% less time for
+    # the pair and fewer kernels to compile (docs/performance.md).
+    (kg, bg), (kb, bb) = (ConvWeights(c, 3, spectral=sn, name=name)(self.hidden, train)
+                          for name in ('mlp_gamma', 'mlp_beta'))
+    kernel = jnp.concatenate([kg, kb], axis=-1).astype(self.dtype)
+    y = conv2d(actv, kernel, 1, 1) + jnp.concatenate([bg, bb]).astype(self.dtype)
+    gamma, beta = y[..., :c], y[..., c:]
     return (normalized * (1 + gamma) + beta).astype(self.dtype)
 
 

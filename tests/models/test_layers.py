@@ -132,6 +132,34 @@ def test_spade_without_modulation_is_the_param_free_norm():
     assert float(jnp.max(jnp.abs(y1 - y2))) > 1e-4
 
 
+def test_spade_gamma_and_beta_in_one_conv_equal_two_conv_layers():
+  """SPADE convolves mlp_gamma and mlp_beta as one conv with 2C outputs: same outputs and the
+  same spectral-norm state updates as two `Conv` layers holding those params."""
+  rng = np.random.RandomState(5)
+  x = jnp.asarray(rng.randn(2, 8, 8, 6), jnp.float32)
+  seg = one_hot_semantics(jnp.asarray(rng.randint(0, 5, (2, 8, 8))), 5)
+  spade = SPADE(hidden=8, spectral_norm='all')
+  v = spade.init(KEY, x, seg, False)
+  y, new_state = spade.apply(v, x, seg, True, mutable=['batch_stats'])
+  p, bs = v['params'], v['batch_stats']
+
+  def conv(name, inp, features):
+    return Conv(features, 3, spectral=True).apply(
+        {'params': p[name], 'batch_stats': bs[name]}, inp, True, mutable=['batch_stats'])
+
+  normalized = ParamFreeNorm('batch').apply({'batch_stats': bs['norm']}, x, True,
+                                            mutable=['batch_stats'])[0]
+  actv = jax.nn.relu(conv('mlp_shared', seg, 8)[0])
+  (gamma, g_state), (beta, b_state) = conv('mlp_gamma', actv, 6), conv('mlp_beta', actv, 6)
+  np.testing.assert_allclose(y, normalized * (1 + gamma) + beta, rtol=1e-5, atol=1e-5)
+  for name, state in (('mlp_gamma', g_state), ('mlp_beta', b_state)):
+    assert jax.tree.structure(p[name]) == jax.tree.structure(
+        Conv(6, 3, spectral=True).init(KEY, actv)['params'])
+    for a, b in zip(jax.tree.leaves(new_state['batch_stats'][name]),
+                    jax.tree.leaves(state['batch_stats'])):
+      np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6, err_msg=name)
+
+
 def test_resblock_learns_a_bias_free_shortcut_only_when_channels_change():
   x = jnp.ones((2, 4, 4, 8))
   seg = jnp.ones((2, 8, 8, 3))

@@ -208,9 +208,11 @@ def main(argv):
     _time('G', _grad_of_sum(apply), v['params'], sem)
   if 'D' in only:
     v = models.discriminator.init(key, sem[:1], image[:1], train=False)
-    apply = lambda p, x: models.discriminator.apply(  # noqa: E731
-        {**v, 'params': p}, sem, x, train=False)
-    _time('D', _grad_of_sum(apply), v['params'], image)
+    # sem is an argument, not a closed-over constant: XLA would constant-fold D's label-map work
+    # at compile time (80 s at 256px) and time only the rest.
+    apply = lambda p, x, s: models.discriminator.apply(  # noqa: E731
+        {**v, 'params': p}, s, x, train=False)
+    _time('D', _grad_of_sum(apply), v['params'], image, sem)
   if 'VGG' in only:
     v = models.vgg.init(key, image[:1])
     _time('VGG', _grad_of_sum(lambda p, x: models.vgg.apply({'params': p}, x)), v['params'], image)

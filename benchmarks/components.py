@@ -3,6 +3,11 @@ XLA's flop count (cost analysis of the compiled program), compile time, wall and
 
   python benchmarks/components.py                         # ADE20K labels, 64x64, ngf 16, batch 8
   python benchmarks/components.py --size=256 --ngf=64 --batch=1 --only=D,kernel_grad
+  python benchmarks/components.py --size=256 --ngf=64 --batch=1 --row=B3 --only=G
+
+--row=B1..B8 builds that ablation row at vs_pytorch.py's geometry (`timing.our_config`: the released
+G's widths, VGG off), so G's time per row shows what G_e, G_t and G_s each add to a side-by-side
+side; without it the networks are configs/ade20k.py's full model at --size / --ngf.
 
 Components: G (generator, all outputs, loss = sum of sines), D (multi-scale discriminator on
 [S, image]), VGG (VGG19 features), L (SegFormer-b0 logits), kernel_grad (a convolution's kernel
@@ -20,6 +25,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from absl import app, flags  # noqa: E402
 import jax  # noqa: E402
@@ -31,6 +37,7 @@ from ecgan_jax import configuration  # noqa: E402
 from ecgan_jax.models import layers  # noqa: E402
 from ecgan_jax.models import semantics as semantics_lib  # noqa: E402
 from ecgan_jax.training import setup  # noqa: E402
+import timing  # noqa: E402  (benchmarks/timing.py)
 
 _SIZE = flags.DEFINE_integer('size', 64, 'Image height = width.')
 _NGF = flags.DEFINE_integer('ngf', 16, 'ngf = ndf.')
@@ -38,6 +45,8 @@ _BATCH = flags.DEFINE_integer('batch', 8, 'Batch size.')
 _ONLY = flags.DEFINE_list('only', ['G', 'D', 'VGG', 'L', 'kernel_grad', 'onehot'],
                           'Components to time.')
 _REPEATS = flags.DEFINE_integer('repeats', 3, 'Timed calls after one warm-up.')
+_ROW = flags.DEFINE_string('row', '', 'Ablation row B1..B8 at vs_pytorch.py\'s geometry; empty: '
+                           'configs/ade20k.py\'s full model.')
 
 
 def _time(name, fn, *args):
@@ -189,12 +198,16 @@ def time_spade_pairs():
 def main(argv):
   del argv
   _runtime.use_default_xla_flags()  # the commands' XLA flags (before any device use)
-  config = ade20k.get_config()
-  config.dataset.crop_size = config.dataset.load_size = _SIZE.value
-  config.model.ngf = config.model.ndf = _NGF.value
+  if _ROW.value:
+    config = timing.our_config(_ROW.value.upper(), _SIZE.value, _NGF.value, _BATCH.value)
+  else:
+    config = ade20k.get_config()
+    config.dataset.crop_size = config.dataset.load_size = _SIZE.value
+    config.model.ngf = config.model.ndf = _NGF.value
   b, (h, w) = _BATCH.value, configuration.image_size(config)
   print(f'ADE20K labels ({configuration.num_classes(config)} classes), {h}x{w}, ngf=ndf={_NGF.value},'
-        f' batch {b}; load average {os.getloadavg()[0]:.1f}; forward + backward unless noted')
+        f' batch {b}, {_ROW.value.upper() or "full model"}; load average {os.getloadavg()[0]:.1f};'
+        ' forward + backward unless noted')
   models = setup.build_models(config, None)
   key = jax.random.PRNGKey(0)
   label = jax.random.randint(key, (b, h, w), 0, configuration.num_classes(config))

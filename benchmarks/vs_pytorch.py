@@ -83,6 +83,9 @@ sys.path.insert(0, os.path.dirname(_BENCH))
 from absl import app, flags  # noqa: E402
 
 from configs.default import ABLATIONS  # noqa: E402
+sys.path.insert(0, _BENCH)
+# Our config at the benchmark's geometry; gpu_table.py reads DATASETS through this module.
+from timing import DATASETS, our_config  # noqa: E402
 
 PRESETS = {'small': {'size': 64, 'ngf': 16, 'batch': 8},
            'paper': {'size': 256, 'ngf': 64, 'batch': 1}}
@@ -94,17 +97,6 @@ REFERENCE_FILES = ('options/train_options.py', 'trainers/pix2pix_trainer.py',
 # Modules the reference imports but the timed iteration never uses (VGG off, no data loader, no
 # option pickling): a placeholder stands in where one is not installed.
 OPTIONAL_MODULES = ('torchvision', 'torchvision.transforms', 'torchvision.models', 'dill')
-ADE20K_LABEL_NC = 150  # + the don't-care class
-# Label space and shape per --dataset, as the reference's own dataset options set them (its
-# `--dataset_mode`): ADE20K 150 classes + don't-care, square; Cityscapes 35 ids, width = 2 x
-# height and one more upsampling layer ('more', set by the reference's cityscapes mode), with no
-# don't-care channel in the reference (`dontcare`) and one in ours (configs/cityscapes.py has
-# one: 36 one-hot channels against 35). Instance maps are off on both sides.
-DATASETS = {
-    'ade20k': {'label_nc': ADE20K_LABEL_NC, 'dontcare': True, 'aspect': 1.0,
-               'upsampling': 'normal'},
-    'cityscapes': {'label_nc': 35, 'dontcare': False, 'aspect': 2.0, 'upsampling': 'more'},
-}
 PLATFORMS = ('cpu', 'gpu')
 
 _REFERENCE = flags.DEFINE_string('reference', None, 'Checkout of the released ECGAN code '
@@ -296,29 +288,6 @@ def _child_reference(spec: dict[str, Any]) -> dict[str, Any]:
   return {**result, 'compile_s': None, 'placeholders': replaced,
           'params': {'G': count(model.netG), 'D': count(model.netD)},
           'torch': torch.__version__, 'torch_threads': torch.get_num_threads()}
-
-
-def our_config(ablation: str, size: int, ngf: int, batch: int, label_nc: int = ADE20K_LABEL_NC,
-               dataset: str = 'ade20k', dtype: str = 'float32'):
-  """configs/<dataset>.py:`ablation` at the benchmark geometry (width `size`), VGG off, no
-  instance maps, widths as the released G."""
-  import importlib  # pylint: disable=import-outside-toplevel
-
-  c = importlib.import_module(f'configs.{dataset}').get_config(ablation)
-  ds = DATASETS[dataset]
-  c.dataset.label_nc = label_nc
-  c.dataset.no_instance = True
-  c.dataset.aspect_ratio = ds['aspect']
-  c.model.num_upsampling_layers = ds['upsampling']
-  c.model.dtype = dtype
-  c.dataset.crop_size = c.dataset.load_size = size
-  c.model.ngf = c.model.ndf = ngf
-  c.model.feature_channels = ngf        # the released trunk ends at ngf channels
-  c.model.branch_widths = (32, 16, 8)   # and its G_e / G_i are 32/16/8 whatever ngf
-  c.loss.lambda_vgg = 0.0
-  c.train.batch_size = batch
-  c.train.parallelism = 'pmap'
-  return c
 
 
 def _child_ours(spec: dict[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,9 @@ KERNEL_GRAD_SHAPES), conv_forward (XLA's forward convolution against per-tap mat
 shapes; not in the default list), onehot (SPADE's shared conv over the one-hot map dense vs gathered, and a
 full-resolution SPADE norm with and without the gather), spade_pair (SPADE's gamma and beta convs
 as two convolutions against one with both outputs side by side, at the shapes of
-SPADE_PAIR_SHAPES; not in the default list). Data are random; parameters random (nothing is
+SPADE_PAIR_SHAPES; not in the default list), conv_vs_torch (the fused pair's convolution,
+forward + input and kernel gradients, in XLA against PyTorch's `conv2d` on the same number of
+threads; needs torch, not in the default list). Data are random; parameters random (nothing is
 trained).
 """
 import os
@@ -195,6 +197,36 @@ def time_spade_pairs():
       _time('  one conv, 2C outputs' if fused else '  two convs', grad, kg, kb, x)
 
 
+def time_convs_against_torch():
+  """One 3x3 convolution at each SPADE_PAIR_SHAPES shape (2C outputs, as SPADE runs it), forward +
+  input and kernel gradients of sum(sin(y)): `layers.conv2d` under XLA, then torch's conv2d
+  (NCHW, float32) with one thread per CPU of this process's affinity mask, as XLA's pool sizes
+  itself."""
+  import torch  # pylint: disable=import-outside-toplevel
+
+  torch.set_num_threads(len(os.sched_getaffinity(0)))
+  for name, (xs, c) in SPADE_PAIR_SHAPES.items():
+    key = jax.random.PRNGKey(0)
+    x = jax.random.normal(key, xs)
+    kern = jax.random.normal(key, (3, 3, xs[3], 2 * c)) * 0.02
+    gflop = 3 * 2 * xs[0] * xs[1] * xs[2] * 9 * xs[3] * 2 * c / 1e9
+    print(f'conv {name}: x {xs} -> {2 * c}, {gflop:.1f} GFLOP forward + both gradients')
+    _time('  XLA', jax.grad(lambda k, x: jnp.sum(jnp.sin(layers.conv2d(x, k, 1, 1))),
+                            argnums=(0, 1)), kern, x)
+    tx = torch.randn(xs[0], xs[3], xs[1], xs[2], requires_grad=True)
+    tk = (torch.randn(2 * c, xs[3], 3, 3) * 0.02).requires_grad_()
+    walls = []
+    for i in range(_REPEATS.value + 1):
+      t = time.time()
+      torch.sin(torch.nn.functional.conv2d(tx, tk, padding=1)).sum().backward()
+      if i:  # the first call warms up
+        walls.append(time.time() - t)
+      tx.grad = tk.grad = None
+    print(f'{"  torch " + torch.__version__:28s} {gflop:9.2f} GFLOP  {"":15s}  wall min '
+          f'{min(walls):7.3f} s  median {statistics.median(walls):7.3f} s  '
+          f'{torch.get_num_threads()} threads', flush=True)
+
+
 def main(argv):
   del argv
   _runtime.use_default_xla_flags()  # the commands' XLA flags (before any device use)
@@ -242,6 +274,8 @@ def main(argv):
     time_onehot_convs(b, h, w, configuration.num_classes(config))
   if 'spade_pair' in only:
     time_spade_pairs()
+  if 'conv_vs_torch' in only:
+    time_convs_against_torch()
 
 
 if __name__ == '__main__':

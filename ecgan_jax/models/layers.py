@@ -131,10 +131,14 @@ def _weight(mod: nn.Module, shape: tuple[int, ...], init: Callable, update_stats
   return kernel
 
 
+def _bias(mod: nn.Module) -> jax.Array | None:
+  """The layer's float32 'bias' [features] (zeros at init), or None without use_bias."""
+  return mod.param('bias', nn.initializers.zeros, (mod.features,)) if mod.use_bias else None
+
+
 def _add_bias(mod: nn.Module, y: jax.Array) -> jax.Array:
-  if not mod.use_bias:
-    return y
-  return y + mod.param('bias', nn.initializers.zeros, (mod.features,)).astype(mod.dtype)
+  bias = _bias(mod)
+  return y if bias is None else y + bias.astype(mod.dtype)
 
 
 def _xla_conv(x: jax.Array, kernel: jax.Array, stride: int, pad: int) -> jax.Array:
@@ -341,10 +345,8 @@ class ConvWeights(nn.Module):
   def __call__(self, in_features: int, update_stats: bool = False
                ) -> tuple[jax.Array, jax.Array | None]:
     k = self.kernel_size
-    kernel = _weight(self, (k, k, in_features, self.features), self.kernel_init, update_stats)
-    bias = (self.param('bias', nn.initializers.zeros, (self.features,)) if self.use_bias
-            else None)
-    return kernel, bias
+    return (_weight(self, (k, k, in_features, self.features), self.kernel_init, update_stats),
+            _bias(self))
 
 
 class Dense(nn.Module):
@@ -431,8 +433,8 @@ class SPADE(nn.Module):
     actv = nn.relu(Conv(self.hidden, 3, spectral=sn, dtype=self.dtype, onehot=onehot,
                         name='mlp_shared')(seg, train))
     # mlp_gamma and mlp_beta as ONE conv with 2C outputs (their own params, concatenated): one
-    # convolution, input gradient and kernel gradient instead of two each, 12-40% less time for
-    # the pair and fewer kernels to compile (docs/performance.md).
+    # convolution, input gradient and kernel gradient instead of two each: 20-30% less time for
+    # the pair at most shapes, fewer kernels to compile (docs/performance.md, spade_pair).
     (kg, bg), (kb, bb) = (ConvWeights(c, 3, spectral=sn, name=name)(self.hidden, train)
                           for name in ('mlp_gamma', 'mlp_beta'))
     kernel = jnp.concatenate([kg, kb], axis=-1).astype(self.dtype)

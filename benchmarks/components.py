@@ -18,8 +18,9 @@ full-resolution SPADE norm with and without the gather), spade_pair (SPADE's gam
 as two convolutions against one with both outputs side by side, at the shapes of
 SPADE_PAIR_SHAPES; not in the default list), conv_vs_torch (the fused pair's convolution,
 forward + input and kernel gradients, in XLA against PyTorch's `conv2d` on the same number of
-threads; needs torch, not in the default list). Data are random; parameters random (nothing is
-trained).
+threads; needs torch, not in the default list), winograd (a 3x3 conv, forward + both gradients,
+as XLA's convolution and as `layers.winograd_conv3x3`, at the shapes of WINOGRAD_SHAPES; not in
+the default list). Data are random; parameters random (nothing is trained).
 """
 import os
 import statistics
@@ -197,6 +198,53 @@ def time_spade_pairs():
       _time('  one conv, 2C outputs' if fused else '  two convs', grad, kg, kb, x)
 
 
+# 3x3 stride-1 convs (x [B, H, W, Cin], Cout) of the paper's G (256x256, ngf 64, batch 1; B4 runs
+# every one of these) and the small preset's (64x64, ngf 16, batch 8), the widest first.
+WINOGRAD_SHAPES = {
+    'paper SPADE gamma+beta 256px': ((1, 256, 256, 128), 256),
+    'paper G_s conv 256px': ((1, 256, 256, 151), 221),
+    'paper SPADE gamma+beta 128px': ((1, 128, 128, 128), 512),
+    'paper SPADE gamma+beta 64px': ((1, 64, 64, 128), 1024),
+    'paper trunk conv 64px': ((1, 64, 64, 512), 256),
+    'paper trunk conv 32px': ((1, 32, 32, 1024), 512),
+    'paper trunk conv 256px': ((1, 256, 256, 64), 64),
+    'paper trunk conv 16px': ((1, 16, 16, 1024), 1024),
+    'small G_s conv 64px': ((8, 64, 64, 151), 173),
+    'small SPADE gamma+beta 64px': ((8, 64, 64, 128), 64),
+    'small SPADE gamma+beta 32px': ((8, 32, 32, 128), 128),
+    'small SPADE gamma+beta 16px': ((8, 16, 16, 128), 256),
+    'small SPADE gamma+beta up_3': ((8, 64, 64, 128), 32),
+    'demo trunk conv 64px': ((8, 64, 64, 32), 64),
+}
+
+
+def time_winograd():
+  """A 3x3 stride-1 conv, forward + input and kernel gradients of sum(sin(y)), at each
+  WINOGRAD_SHAPES shape: XLA's convolution (with `conv2d`'s per-tap kernel gradient where its rule
+  picks it, i.e. `conv2d` before the Winograd path) against `layers.winograd_conv3x3` (forward
+  and autodiff), with the choice `layers.use_winograd` makes."""
+  @jax.custom_vjp
+  def xla_conv(x, k):
+    return layers._xla_conv(x, k, 1, 1)
+
+  def xla_bwd(res, dy):
+    x, k = res
+    dx = jax.vjp(lambda v: layers._xla_conv(v, k, 1, 1), x)[1](dy)[0]
+    if layers.use_tap_kernel_grad(x.shape, k.shape, dy.shape):
+      return dx, layers._tap_kernel_grad(x, dy, 3, 1, 1)
+    return dx, jax.vjp(lambda w: layers._xla_conv(x, w, 1, 1), k)[1](dy)[0]
+
+  xla_conv.defvjp(lambda x, k: (layers._xla_conv(x, k, 1, 1), (x, k)), xla_bwd)
+  for name, (xs, cout) in WINOGRAD_SHAPES.items():
+    x = jax.random.normal(jax.random.PRNGKey(0), xs)
+    kern = jax.random.normal(jax.random.PRNGKey(1), (3, 3, xs[3], cout)) * 0.02
+    choice = 'Winograd' if layers.use_winograd(xs, kern.shape, 1, 1, x.dtype) else 'XLA'
+    print(f'3x3 conv {name}: x {xs} -> {cout}; rule picks {choice}')
+    for label, conv in (('  XLA', xla_conv), ('  Winograd', layers.winograd_conv3x3)):
+      _time(label, jax.grad(lambda x, k, conv=conv: jnp.sum(jnp.sin(conv(x, k))), argnums=(0, 1)),
+            x, kern)
+
+
 def time_convs_against_torch():
   """One 3x3 convolution at each SPADE_PAIR_SHAPES shape (2C outputs, as SPADE runs it), forward +
   input and kernel gradients of sum(sin(y)): `layers.conv2d` under XLA, then torch's conv2d
@@ -276,6 +324,8 @@ def main(argv):
     time_spade_pairs()
   if 'conv_vs_torch' in only:
     time_convs_against_torch()
+  if 'winograd' in only:
+    time_winograd()
 
 
 if __name__ == '__main__':

@@ -23,6 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
+import numpy as np
 
 from ecgan_jax.models.semantics import resize_nearest
 
@@ -182,23 +183,92 @@ def use_tap_kernel_grad(x_shape: tuple[int, ...], kernel_shape: tuple[int, ...],
   return k != 3 or n * cout >= 2 ** 21 or k * k * cin * cout >= 2 ** 20
 
 
+# Winograd F(2x2, 3x3) (Lavin & Gray, 2016): a 3x3 conv over 4x4 input tiles (stride 2) gives 2x2
+# output tiles with 16 multiplications per tile and channel pair instead of 36. V = B^T d B
+# transforms the input tiles, U = G g G^T the kernel, and Y = A^T (U . V) A the products back.
+_WINOGRAD_BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float32)
+_WINOGRAD_G = np.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]], np.float32)
+_WINOGRAD_AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float32)
+# Smallest forward cost (multiply-adds x 2) at which the CPU backend takes the Winograd path: below
+# it the milliseconds saved are few and each conv's extra ops still cost compile time.
+WINOGRAD_MIN_FLOPS = 10 ** 9
+
+
+def winograd_conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """x [B, H, W, Cin] (H, W even) * kernel [3, 3, Cin, Cout], stride 1, zero padding 1 ->
+  [B, H, W, Cout]: the same values as XLA's convolution up to float rounding (relative error
+  ~1e-6 in float32), from 16 batched matmuls [B*H*W/4, Cin] x [Cin, Cout]. Its autodiff
+  gradients are Winograd-shaped as well (the transforms are linear)."""
+  b, h, w, c = x.shape
+  cout = kernel.shape[-1]
+  th, tw = h // 2, w // 2
+  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  # input tiles d[b, i, j] = xp[b, 2i:2i+4, 2j:2j+4], transformed row- then column-wise, as four
+  # strided views each so that no [.., 4, 4, C] tile array is built
+  rows = [xp[:, a:a + 2 * th:2] for a in range(4)]
+  rows = [sum(_WINOGRAD_BT[i, a] * rows[a] for a in range(4) if _WINOGRAD_BT[i, a])
+          for i in range(4)]
+  v = []
+  for r in rows:
+    cols = [r[:, :, a:a + 2 * tw:2] for a in range(4)]
+    v += [sum(_WINOGRAD_BT[j, a] * cols[a] for a in range(4) if _WINOGRAD_BT[j, a])
+          for j in range(4)]
+  v = jnp.stack(v).reshape(16, b * th * tw, c)
+  u = jnp.einsum('ai,ijcd,bj->abcd', _WINOGRAD_G, kernel, _WINOGRAD_G).reshape(16, c, cout)
+  m = jnp.einsum('kpc,kcd->kpd', v, u).reshape(4, 4, b, th, tw, cout)
+  y = jnp.einsum('ia,abnhwd,jb->nhiwjd', _WINOGRAD_AT, m, _WINOGRAD_AT)
+  return y.reshape(b, h, w, cout)
+
+
+def use_winograd(x_shape: tuple[int, ...], kernel_shape: tuple[int, ...], stride: int, pad: int,
+                 dtype: Any) -> bool:
+  """Whether the CPU backend runs a conv (forward and both gradients) as `winograd_conv3x3`:
+  3x3, stride 1, padding 1, even H and W, float32, at least WINOGRAD_MIN_FLOPS, at least 512
+  output pixels and Cin x Cout >= 8192. Where it applies it took 0.5-0.8x the time of XLA's
+  convolution in the paper's and the small preset's layers; with few pixels per kernel (16x16 at
+  batch 1 with 1024 channels) it was slower, and with Cin x Cout <= 4096 even or slower
+  (docs/performance.md)."""
+  b, h, w, cin = x_shape
+  k, _, _, cout = kernel_shape
+  return (k == 3 and kernel_shape[1] == 3 and stride == 1 and pad == 1 and h % 2 == 0
+          and w % 2 == 0 and jnp.dtype(dtype) == jnp.float32 and b * h * w >= 512
+          and cin * cout >= 8192 and 2 * b * h * w * 9 * cin * cout >= WINOGRAD_MIN_FLOPS)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def conv2d(x: jax.Array, kernel: jax.Array, stride: int, pad: int) -> jax.Array:
   """x [B, H, W, Cin] * kernel [k, k, Cin, Cout], symmetric zero padding `pad` -> [B, Ho, Wo, Cout].
 
-  Forward and input gradient are XLA's convolution. On the CPU backend the kernel gradient is k*k
-  per-tap matmuls where `use_tap_kernel_grad` says XLA:CPU's own is slow (up to 70x for D's 4x4
-  layers), elsewhere XLA's. Same values up to float reassociation.
+  Elsewhere than on the CPU backend this is XLA's convolution with XLA's gradients. On the CPU
+  backend, large float32 3x3 stride-1 convs (`use_winograd`) run forward and backward as
+  `winograd_conv3x3`; of the others, the kernel gradient is k*k per-tap matmuls where
+  `use_tap_kernel_grad` says XLA:CPU's own is slow (up to 70x for D's 4x4 layers). Same values up
+  to float rounding. Only x and kernel are kept for the backward pass.
   """
+  return _conv2d_forward(x, kernel, stride, pad)
+
+
+def _conv2d_forward(x, kernel, stride, pad):
+  if use_winograd(x.shape, kernel.shape, stride, pad, x.dtype):
+    return lax.platform_dependent(x, kernel, cpu=winograd_conv3x3,
+                                  default=lambda x, k: _xla_conv(x, k, stride, pad))
   return _xla_conv(x, kernel, stride, pad)
 
 
 def _conv2d_fwd(x, kernel, stride, pad):
-  return _xla_conv(x, kernel, stride, pad), (x, kernel)
+  return _conv2d_forward(x, kernel, stride, pad), (x, kernel)
 
 
 def _conv2d_bwd(stride, pad, residuals, dy):
   x, kernel = residuals
+
+  def xla_grads(x, kernel, dy):
+    return jax.vjp(lambda v, k: _xla_conv(v, k, stride, pad), x, kernel)[1](dy)
+
+  if use_winograd(x.shape, kernel.shape, stride, pad, x.dtype):
+    return lax.platform_dependent(
+        x, kernel, dy, cpu=lambda x, k, dy: jax.vjp(winograd_conv3x3, x, k)[1](dy),
+        default=xla_grads)
   dx = jax.vjp(lambda v: _xla_conv(v, kernel, stride, pad), x)[1](dy)[0]
 
   def xla_kernel_grad(x, dy):

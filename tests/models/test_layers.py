@@ -360,3 +360,60 @@ def test_tap_kernel_gradient_rule_follows_the_measured_shapes():
   assert rule((1, 256, 256, 128), 64, 3, 256)       # SPADE mlp_gamma at 256px
   assert rule((1, 16, 16, 1024), 1024, 3, 16)       # the paper trunk's 16px convs
   assert rule((24, 9, 9, 64), 128, 4, 10)           # D's 4x4 stride-1 layer, however small
+
+
+@pytest.mark.parametrize('shape', [(2, 8, 12, 32, 64), (1, 6, 4, 3, 5)])
+def test_winograd_conv_equals_xla_convolution_and_its_gradients(shape):
+  """F(2x2, 3x3) Winograd: the values and both autodiff gradients of XLA's 3x3, stride-1, pad-1
+  convolution up to float32 rounding, also at odd channel counts and non-square maps."""
+  b, h, w, cin, cout = shape
+  x = jax.random.normal(jax.random.PRNGKey(0), (b, h, w, cin))
+  k = jax.random.normal(jax.random.PRNGKey(1), (3, 3, cin, cout)) / np.sqrt(9 * cin)
+  dy = jax.random.normal(jax.random.PRNGKey(2), (b, h, w, cout))
+  ya, vjp_a = jax.vjp(layers.winograd_conv3x3, x, k)
+  yb, vjp_b = jax.vjp(lambda x, k: layers._xla_conv(x, k, 1, 1), x, k)
+  np.testing.assert_allclose(ya, yb, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(yb))))
+  for ga, gb in zip(vjp_a(dy), vjp_b(dy)):
+    np.testing.assert_allclose(ga, gb, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(gb))))
+
+
+def test_winograd_rule_takes_large_3x3_float32_convs_only():
+  """The CPU backend's Winograd path: the paper's and the small preset's large SPADE/trunk convs,
+  not the few-pixel 16px trunk layers, thin outputs, other kernels/strides, odd maps, bfloat16 or
+  the test configs' small convs (docs/performance.md has the timings behind each case)."""
+  rule = lambda x, cout, k=3, stride=1, pad=1, dtype=jnp.float32: layers.use_winograd(  # noqa: E731
+      x, (k, k, x[-1], cout), stride, pad, dtype)
+  assert rule((1, 256, 256, 128), 256)          # SPADE gamma+beta at 256px
+  assert rule((1, 128, 128, 128), 512)
+  assert rule((8, 64, 64, 151), 173)            # G_s at the small preset
+  assert rule((8, 64, 64, 128), 64)             # SPADE gamma+beta at 64px, ngf 16
+  assert not rule((1, 16, 16, 1024), 1024)      # 256 pixels: slower than XLA's
+  assert not rule((8, 64, 64, 128), 32)         # thin output: slower
+  assert not rule((8, 64, 64, 22), 151)         # thin input: no gain
+  assert not rule((8, 64, 64, 32), 64)          # the demo's widest: no gain
+  assert not rule((1, 256, 256, 128), 256, dtype=jnp.bfloat16)
+  assert not rule((1, 256, 256, 128), 256, k=4, pad=2)
+  assert not rule((1, 256, 256, 128), 256, stride=2)
+  assert not rule((1, 255, 256, 128), 256)
+  assert not rule((8, 32, 32, 64), 64)          # 0.3 GFLOP: a test config's size
+
+
+def test_conv2d_runs_large_3x3_convs_without_a_convolution_on_cpu():
+  """On the CPU backend a conv that `use_winograd` takes compiles to matmuls, forward and backward
+  (no convolution op left), with XLA's values and gradients; a small one keeps XLA's conv."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (1, 64, 64, 128))
+  k = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 128, 128)) / np.sqrt(9 * 128)
+  assert layers.use_winograd(x.shape, k.shape, 1, 1, x.dtype)
+  loss = lambda conv: jax.jit(jax.value_and_grad(  # noqa: E731
+      lambda x, k: jnp.sum(jnp.sin(conv(x, k))), argnums=(0, 1)))
+  ours = loss(functools.partial(layers.conv2d, stride=1, pad=1))
+  hlo = ours.lower(x, k).compile().as_text()
+  assert 'convolution(' not in hlo and ' dot(' in hlo
+  (va, (dxa, dka)), (vb, (dxb, dkb)) = ours(x, k), loss(
+      lambda x, k: layers._xla_conv(x, k, 1, 1))(x, k)
+  np.testing.assert_allclose(va, vb, rtol=1e-5)
+  np.testing.assert_allclose(dxa, dxb, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(dxb))))
+  np.testing.assert_allclose(dka, dkb, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(dkb))))
+  small = loss(functools.partial(layers.conv2d, stride=1, pad=1)).lower(
+      x[..., :32], k[:, :, :32, :64]).compile().as_text()
+  assert 'convolution(' in small

@@ -185,54 +185,58 @@ def use_tap_kernel_grad(x_shape: tuple[int, ...], kernel_shape: tuple[int, ...],
 
 # Winograd F(2x2, 3x3) (Lavin & Gray, 2016): a 3x3 conv over 4x4 input tiles (stride 2) gives 2x2
 # output tiles with 16 multiplications per tile and channel pair instead of 36. V = B^T d B
-# transforms the input tiles, U = G g G^T the kernel, and Y = A^T (U . V) A the products back.
+# transforms the input tiles, U = G g G^T the kernel, and Y = A^T (U . V) A the products back;
+# on flattened tiles these are the Kronecker products below, one matmul each.
 _WINOGRAD_BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float32)
 _WINOGRAD_G = np.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]], np.float32)
 _WINOGRAD_AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float32)
+_WINOGRAD_IN = np.kron(_WINOGRAD_BT, _WINOGRAD_BT)      # [16, 16]: (i, j) <- (a, b) of a tile
+_WINOGRAD_KERNEL = np.kron(_WINOGRAD_G, _WINOGRAD_G)    # [16, 9]: (i, j) <- (r, s) of the kernel
+_WINOGRAD_OUT = np.kron(_WINOGRAD_AT, _WINOGRAD_AT)     # [4, 16]: (p, q) of a 2x2 tile <- (i, j)
 # Smallest forward cost (multiply-adds x 2) at which the CPU backend takes the Winograd path: below
 # it the milliseconds saved are few and each conv's extra ops still cost compile time.
 WINOGRAD_MIN_FLOPS = 10 ** 9
 
 
+def _stride2_windows(x: jax.Array, axis: int, t: int) -> jax.Array:
+  """x with 2t + 2 elements along `axis` -> windows of 4 with stride 2, [.., t, 4, ..] there:
+  element (i, a) = x[2i + a]. Two reshaped slices and one concatenation (no gather)."""
+  split = lambda y: y.reshape(y.shape[:axis] + (t, 2) + y.shape[axis + 1:])  # noqa: E731
+  return jnp.concatenate([split(lax.slice_in_dim(x, 0, 2 * t, axis=axis)),
+                          split(lax.slice_in_dim(x, 2, 2 * t + 2, axis=axis))], axis=axis + 1)
+
+
 def winograd_conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """x [B, H, W, Cin] (H, W even) * kernel [3, 3, Cin, Cout], stride 1, zero padding 1 ->
   [B, H, W, Cout]: the same values as XLA's convolution up to float rounding (relative error
-  ~1e-6 in float32), from 16 batched matmuls [B*H*W/4, Cin] x [Cin, Cout]. Its autodiff
-  gradients are Winograd-shaped as well (the transforms are linear)."""
+  ~1e-6 in float32), from 16 batched matmuls [B*H*W/4, Cin] x [Cin, Cout] and three small
+  constant matmuls for the transforms. Its autodiff gradients are Winograd-shaped as well (the
+  transforms are linear)."""
   b, h, w, c = x.shape
   cout = kernel.shape[-1]
   th, tw = h // 2, w // 2
   xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  # input tiles d[b, i, j] = xp[b, 2i:2i+4, 2j:2j+4], transformed row- then column-wise, as four
-  # strided views each so that no [.., 4, 4, C] tile array is built
-  rows = [xp[:, a:a + 2 * th:2] for a in range(4)]
-  rows = [sum(_WINOGRAD_BT[i, a] * rows[a] for a in range(4) if _WINOGRAD_BT[i, a])
-          for i in range(4)]
-  v = []
-  for r in rows:
-    cols = [r[:, :, a:a + 2 * tw:2] for a in range(4)]
-    v += [sum(_WINOGRAD_BT[j, a] * cols[a] for a in range(4) if _WINOGRAD_BT[j, a])
-          for j in range(4)]
-  v = jnp.stack(v).reshape(16, b * th * tw, c)
-  u = jnp.einsum('ai,ijcd,bj->abcd', _WINOGRAD_G, kernel, _WINOGRAD_G).reshape(16, c, cout)
-  m = jnp.einsum('kpc,kcd->kpd', v, u).reshape(4, 4, b, th, tw, cout)
-  y = jnp.einsum('ia,abnhwd,jb->nhiwjd', _WINOGRAD_AT, m, _WINOGRAD_AT)
-  return y.reshape(b, h, w, cout)
+  tiles = _stride2_windows(_stride2_windows(xp, 1, th), 3, tw)     # [B, th, 4, tw, 4, Cin]
+  tiles = tiles.transpose(2, 4, 0, 1, 3, 5).reshape(16, -1)        # [(a, b), B*th*tw*Cin]
+  v = (jnp.asarray(_WINOGRAD_IN) @ tiles).reshape(16, b * th * tw, c)
+  u = (jnp.asarray(_WINOGRAD_KERNEL) @ kernel.reshape(9, c * cout)).reshape(16, c, cout)
+  m = jnp.einsum('kpc,kcd->kpd', v, u)                              # [16, B*th*tw, Cout]
+  y = (jnp.asarray(_WINOGRAD_OUT) @ m.reshape(16, -1)).reshape(2, 2, b, th, tw, cout)
+  return y.transpose(2, 3, 0, 4, 1, 5).reshape(b, h, w, cout)
 
 
 def use_winograd(x_shape: tuple[int, ...], kernel_shape: tuple[int, ...], stride: int, pad: int,
                  dtype: Any) -> bool:
   """Whether the CPU backend runs a conv (forward and both gradients) as `winograd_conv3x3`:
-  3x3, stride 1, padding 1, even H and W, float32, at least WINOGRAD_MIN_FLOPS, at least 512
-  output pixels and Cin x Cout >= 8192. Where it applies it took 0.5-0.8x the time of XLA's
-  convolution in the paper's and the small preset's layers; with few pixels per kernel (16x16 at
-  batch 1 with 1024 channels) it was slower, and with Cin x Cout <= 4096 even or slower
-  (docs/performance.md)."""
+  3x3, stride 1, padding 1, even H and W, float32, at least WINOGRAD_MIN_FLOPS, at least 256
+  output pixels, Cin >= 64 and Cout >= 64. Where it applies it took 0.5-0.85x the time of XLA's
+  convolution in the paper's and the small preset's layers; with thin outputs (128 -> 32) it was
+  slower (docs/performance.md)."""
   b, h, w, cin = x_shape
   k, _, _, cout = kernel_shape
   return (k == 3 and kernel_shape[1] == 3 and stride == 1 and pad == 1 and h % 2 == 0
-          and w % 2 == 0 and jnp.dtype(dtype) == jnp.float32 and b * h * w >= 512
-          and cin * cout >= 8192 and 2 * b * h * w * 9 * cin * cout >= WINOGRAD_MIN_FLOPS)
+          and w % 2 == 0 and jnp.dtype(dtype) == jnp.float32 and b * h * w >= 256
+          and cin >= 64 and cout >= 64 and 2 * b * h * w * 9 * cin * cout >= WINOGRAD_MIN_FLOPS)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))

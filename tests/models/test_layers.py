@@ -378,19 +378,21 @@ def test_winograd_conv_equals_xla_convolution_and_its_gradients(shape):
 
 
 def test_winograd_rule_takes_large_3x3_float32_convs_only():
-  """The CPU backend's Winograd path: the paper's and the small preset's large SPADE/trunk convs,
-  not the few-pixel 16px trunk layers, thin outputs, other kernels/strides, odd maps, bfloat16 or
-  the test configs' small convs (docs/performance.md has the timings behind each case)."""
+  """The CPU backend's Winograd path: the paper's and the small preset's large SPADE, trunk and G_s
+  convs, not thin ones, other kernels/strides, odd maps, bfloat16, the demo's or the test
+  configs' small convs (docs/performance.md has the timings behind each case)."""
   rule = lambda x, cout, k=3, stride=1, pad=1, dtype=jnp.float32: layers.use_winograd(  # noqa: E731
       x, (k, k, x[-1], cout), stride, pad, dtype)
   assert rule((1, 256, 256, 128), 256)          # SPADE gamma+beta at 256px
   assert rule((1, 128, 128, 128), 512)
+  assert rule((1, 16, 16, 1024), 1024)          # the paper trunk's 16px convs
+  assert rule((1, 256, 256, 64), 64)            # the paper trunk's 256px convs
   assert rule((8, 64, 64, 151), 173)            # G_s at the small preset
   assert rule((8, 64, 64, 128), 64)             # SPADE gamma+beta at 64px, ngf 16
-  assert not rule((1, 16, 16, 1024), 1024)      # 256 pixels: slower than XLA's
+  assert not rule((1, 8, 8, 1024), 1024)        # 64 pixels
   assert not rule((8, 64, 64, 128), 32)         # thin output: slower
-  assert not rule((8, 64, 64, 22), 151)         # thin input: no gain
-  assert not rule((8, 64, 64, 32), 64)          # the demo's widest: no gain
+  assert not rule((8, 64, 64, 22), 151)         # thin input
+  assert not rule((8, 64, 64, 32), 64)          # the demo's widest
   assert not rule((1, 256, 256, 128), 256, dtype=jnp.bfloat16)
   assert not rule((1, 256, 256, 128), 256, k=4, pad=2)
   assert not rule((1, 256, 256, 128), 256, stride=2)

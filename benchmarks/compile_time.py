@@ -11,10 +11,12 @@ slow.
   python benchmarks/compile_time.py                   # the trainer tests' micro model (32x32, B8)
   python benchmarks/compile_time.py --config.model.label_generator=b0 --config.train.batch_size=4
   XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=+individual_dot python benchmarks/compile_time.py
+  python benchmarks/compile_time.py --devices=8 --config.optim.optimizer=sgd \
+      --config.loss.contrastive_gather=maps      # the device-layout tests' 8-device pmap step
 
-The last line runs with XLA's own YNNPACK fusions instead of the commands' default XLA flags
-(`_runtime.use_default_xla_flags`). One device (pmap over one CPU device, as the trainer runs on
-a laptop).
+The third line runs with XLA's own YNNPACK fusions instead of the commands' default XLA flags
+(`_runtime.use_default_xla_flags`). One device by default (pmap over one CPU device, as the
+trainer runs on a laptop); --devices=N simulates N CPU devices and splits the batch over them.
 """
 import os
 import re
@@ -25,7 +27,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from absl import app  # noqa: E402
+from absl import app, flags  # noqa: E402
 import jax  # noqa: E402
 from jax.experimental import serialize_executable  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
@@ -38,6 +40,9 @@ from ecgan_jax.training import setup  # noqa: E402
 _CONFIG = config_flags.DEFINE_config_file(
     'config', os.path.join(REPO, 'configs', 'synthetic.py') + ':tiny', 'Config file[:args].')
 # The trainer tests' micro model (tests/training/helpers.MICRO_FLAGS): 32x32 images.
+_DEVICES = flags.DEFINE_integer(
+    'devices', 1, 'Devices to pmap over (CPU devices simulated with XLA_FLAGS); the batch is split '
+    'over them.')
 _MICRO = {'dataset.crop_size': 32, 'dataset.load_size': 32, 'dataset.synthetic_size': 64}
 
 
@@ -59,6 +64,10 @@ def _kernels(hlo: str) -> str:
 
 def main(argv):
   del argv
+  n = _DEVICES.value
+  if n > 1:  # before any device use, as tests/conftest.py does
+    os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
+                               f' --xla_force_host_platform_device_count={n}').strip()
   _runtime.use_default_xla_flags()  # the commands' XLA flags (before any device use)
   jax.config.update('jax_enable_compilation_cache', False)
   config = _CONFIG.value
@@ -67,9 +76,9 @@ def main(argv):
     if f'--config.{key}=' not in given:
       section, name = key.split('.')
       config[section][name] = value
-  run = setup.build(config, num_devices=1)
-  runner = run.runner(parallelism='pmap', devices=jax.local_devices()[:1])
-  batch = runner.put_batch(timing.synthetic_batch(config, 1, config.train.batch_size,
+  run = setup.build(config, num_devices=n)
+  runner = run.runner(parallelism='pmap', devices=jax.local_devices()[:n])
+  batch = runner.put_batch(timing.synthetic_batch(config, n, config.train.batch_size // n,
                                                   np.random.default_rng(0)))
   # The init program in its stages (what run.initial_state does before loading weights).
   rng = jax.random.PRNGKey(int(config.train.seed))
@@ -84,11 +93,11 @@ def main(argv):
   kernels = _kernels(compiled.as_text())
   blob, in_tree, out_tree = serialize_executable.serialize(compiled)
   _, t_load = _seconds(lambda: serialize_executable.deserialize_and_load(
-      blob, in_tree, out_tree, execution_devices=jax.local_devices()[:1]))
+      blob, in_tree, out_tree, execution_devices=jax.local_devices()[:n]))
   (state, _), t_first = _seconds(lambda: compiled(state, batch, frozen))
   _, t_second = _seconds(lambda: compiled(state, batch, frozen))
   print(f'{config.get("ablation", "")} {config.dataset.crop_size}px batch '
-        f'{config.train.batch_size} G_l {config.model.label_generator}: initial state '
+        f'{config.train.batch_size} on {n} device(s), G_l {config.model.label_generator}: initial state '
         f'{t_init:.1f} s (its program alone: trace+lower {t_init_lower:.1f} s, compile '
         f'{t_init_compile:.1f} s, run {t_init_run:.1f} s), trace+lower {t_lower:.1f} s '
         f'({lines} StableHLO lines), compile {t_compile:.1f} s ({kernels}), load {t_load:.1f} s '

@@ -97,9 +97,9 @@ def main(argv):
   (state, _), t_first = _seconds(lambda: compiled(state, batch, frozen))
   _, t_second = _seconds(lambda: compiled(state, batch, frozen))
   print(f'{config.get("ablation", "")} {config.dataset.crop_size}px batch '
-        f'{config.train.batch_size} on {n} device(s), G_l {config.model.label_generator}: initial state '
-        f'{t_init:.1f} s (its program alone: trace+lower {t_init_lower:.1f} s, compile '
-        f'{t_init_compile:.1f} s, run {t_init_run:.1f} s), trace+lower {t_lower:.1f} s '
+        f'{config.train.batch_size} on {n} device(s), G_l {config.model.label_generator}: '
+        f'initial state {t_init:.1f} s (its program alone: trace+lower {t_init_lower:.1f} s, '
+        f'compile {t_init_compile:.1f} s, run {t_init_run:.1f} s), trace+lower {t_lower:.1f} s '
         f'({lines} StableHLO lines), compile {t_compile:.1f} s ({kernels}), load {t_load:.1f} s '
         f'({len(blob) / 1e6:.0f} MB), first step {t_first:.1f} s, '
         f'second {t_second:.1f} s; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} '

@@ -227,14 +227,8 @@ def time_winograd():
   def xla_conv(x, k):
     return layers._xla_conv(x, k, 1, 1)
 
-  def xla_bwd(res, dy):
-    x, k = res
-    dx = jax.vjp(lambda v: layers._xla_conv(v, k, 1, 1), x)[1](dy)[0]
-    if layers.use_tap_kernel_grad(x.shape, k.shape, dy.shape):
-      return dx, layers._tap_kernel_grad(x, dy, 3, 1, 1)
-    return dx, jax.vjp(lambda w: layers._xla_conv(x, w, 1, 1), k)[1](dy)[0]
-
-  xla_conv.defvjp(lambda x, k: (layers._xla_conv(x, k, 1, 1), (x, k)), xla_bwd)
+  xla_conv.defvjp(lambda x, k: (layers._xla_conv(x, k, 1, 1), (x, k)),
+                  lambda res, dy: layers._conv_grads(*res, dy, 1, 1))
   for name, (xs, cout) in WINOGRAD_SHAPES.items():
     x = jax.random.normal(jax.random.PRNGKey(0), xs)
     kern = jax.random.normal(jax.random.PRNGKey(1), (3, 3, xs[3], cout)) * 0.02

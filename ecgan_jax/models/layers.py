@@ -263,16 +263,10 @@ def _conv2d_fwd(x, kernel, stride, pad):
   return _conv2d_forward(x, kernel, stride, pad), (x, kernel)
 
 
-def _conv2d_bwd(stride, pad, residuals, dy):
-  x, kernel = residuals
-
-  def xla_grads(x, kernel, dy):
-    return jax.vjp(lambda v, k: _xla_conv(v, k, stride, pad), x, kernel)[1](dy)
-
-  if use_winograd(x.shape, kernel.shape, stride, pad, x.dtype):
-    return lax.platform_dependent(
-        x, kernel, dy, cpu=lambda x, k, dy: jax.vjp(winograd_conv3x3, x, k)[1](dy),
-        default=xla_grads)
+def _conv_grads(x: jax.Array, kernel: jax.Array, dy: jax.Array, stride: int, pad: int
+                ) -> tuple[jax.Array, jax.Array]:
+  """conv2d's gradients (dx, dkernel) without the Winograd path: XLA's input gradient, and XLA's
+  kernel gradient except on the CPU backend where `use_tap_kernel_grad` picks per-tap matmuls."""
   dx = jax.vjp(lambda v: _xla_conv(v, kernel, stride, pad), x)[1](dy)[0]
 
   def xla_kernel_grad(x, dy):
@@ -284,8 +278,16 @@ def _conv2d_bwd(stride, pad, residuals, dy):
   def cpu_kernel_grad(x, dy):
     return _tap_kernel_grad(x, dy, kernel.shape[0], stride, pad).astype(kernel.dtype)
 
-  dk = lax.platform_dependent(x, dy, cpu=cpu_kernel_grad, default=xla_kernel_grad)
-  return dx, dk
+  return dx, lax.platform_dependent(x, dy, cpu=cpu_kernel_grad, default=xla_kernel_grad)
+
+
+def _conv2d_bwd(stride, pad, residuals, dy):
+  x, kernel = residuals
+  if use_winograd(x.shape, kernel.shape, stride, pad, x.dtype):
+    return lax.platform_dependent(
+        x, kernel, dy, cpu=lambda x, k, dy: jax.vjp(winograd_conv3x3, x, k)[1](dy),
+        default=lambda x, k, dy: _conv_grads(x, k, dy, stride, pad))
+  return _conv_grads(x, kernel, dy, stride, pad)
 
 
 conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)

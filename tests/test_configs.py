@@ -57,3 +57,14 @@ def test_bad_field_fails_with_message_naming_it(field, value, match):
   c[section][key] = value
   with pytest.raises(configuration.ConfigError, match=match):
     configuration.validate_config(c)
+
+
+def test_synthetic_demo_drops_the_random_vgg_and_widens_g_e_while_tiny_keeps_its_program():
+  synthetic = importlib.import_module('configs.synthetic')
+  demo = synthetic.get_config()
+  assert demo.loss.lambda_vgg == 0.0 and demo.model.vgg_checkpoint is None  # no weights ship
+  assert demo.train.num_steps == 600 and demo.model.branch_widths == (16, 16, 16)
+  for arg in ('tiny', 'tiny,B4'):  # the tests' variants keep the programs they compile
+    tiny = synthetic.get_config(arg)
+    assert tiny.loss.lambda_vgg == default.get_config().loss.lambda_vgg > 0
+    assert tiny.model.branch_widths is None

@@ -5,6 +5,7 @@ one definition of "number of classes" or "latent size".
 """
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Mapping
 
@@ -30,6 +31,8 @@ PARALLELISM = ('pmap', 'shard_map')
 ON_BAD_EXAMPLE = ('error', 'skip')
 LABEL_CHECKS = ('sample', 'all', 'none')  # label maps decoded by the data start-up check
 SEGFORMER_VARIANTS = ('b0', 'b1', 'b2', 'b3', 'b4', 'b5', 'tiny')  # models/segformer.py:VARIANTS
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -190,3 +193,62 @@ def trunk_strides(num_upsampling_layers: int) -> tuple[int, ...]:
   """Output strides at which the generator trunk has features: 2**num_upsampling (latent) ...
   2, 1."""
   return tuple(2 ** k for k in range(num_upsampling_layers, -1, -1))
+
+
+# --------------------------------------------------------------------- a trained run's networks
+# Sections of a run's config that describe what was trained (networks, losses, optimiser state):
+# a checkpoint fixes them. Its `dataset`, `train` and `eval` sections say where data is and how to
+# run, and stay as the user gives them.
+TRAINED_SECTIONS = ('model', 'loss', 'optim')
+# `model` fields that say how the networks run, not what they are (same weights either way).
+RUN_ONLY_MODEL_FIELDS = ('tiny', 'dtype', 'remat', 'onehot_gather', 'vgg_checkpoint',
+                         'label_generator_checkpoint', 'init_from')
+# `dataset` fields that shape the networks and also how label maps and images are read: a config
+# that differs here describes other data, so they must match the checkpoint's.
+NETWORK_DATASET_FIELDS = ('label_nc', 'contain_dontcare_label', 'no_instance', 'crop_size',
+                          'aspect_ratio')
+
+
+def json_tuples(x: Any) -> Any:
+  """JSON lists -> tuples, recursively (a saved config's tuple fields come back as lists)."""
+  if isinstance(x, Mapping):
+    return {k: json_tuples(v) for k, v in x.items()}
+  if isinstance(x, list):
+    return tuple(json_tuples(v) for v in x)
+  return x
+
+
+def with_trained_networks(config: Any, trained: Mapping | None,
+                          source: str = 'the checkpoint') -> Any:
+  """`config` with the networks of the run that saved `trained` (its config, as the plain dict a
+  checkpoint holds; None: `config` unchanged).
+
+  The `model` (except RUN_ONLY_MODEL_FIELDS), `loss` and `optim` fields come from `trained`, so a
+  run trained with `--config.model.*` overrides is evaluated or loaded with the same networks
+  without repeating them; one warning names the fields that differed. Fields `trained` lacks (a
+  config from an older version) stay as given. Raises ConfigError naming the field when a
+  NETWORK_DATASET_FIELDS entry differs.
+  """
+  if trained is None:
+    return config
+  for field in NETWORK_DATASET_FIELDS:
+    saved = json_tuples(trained.get('dataset', {}).get(field))
+    if saved is not None and saved != config.dataset[field]:
+      raise ConfigError(
+          f'config.dataset.{field}={config.dataset[field]!r}, but {source} was trained with '
+          f'{saved!r}: pass --config.dataset.{field}={saved} (or the run\'s own config file)')
+  result = config.copy_and_resolve_references()
+  changed = []
+  with result.unlocked():
+    for section in TRAINED_SECTIONS:
+      for field, saved in trained.get(section, {}).items():
+        if field not in result[section] or (section == 'model' and field in RUN_ONLY_MODEL_FIELDS):
+          continue
+        saved, given = json_tuples(saved), result[section][field]
+        if saved != given:
+          changed.append(f'{section}.{field} {given!r} -> {saved!r}')
+          result[section][field] = saved
+  if changed:
+    log.warning('Using the networks %s was trained with; the config given differed in: %s',
+                source, ', '.join(changed))
+  return result

@@ -12,7 +12,6 @@ caller's collection (default 0..B-1), so results do not depend on batching or de
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 from typing import Any, Sequence
@@ -38,22 +37,14 @@ OUTPUTS = {'final': 'image', 'coarse': 'coarse_image', 'edge': 'edge', 'class': 
 _AXIS = 'batch'
 
 
-def _tuples(x: Any) -> Any:
-  """JSON lists -> tuples, recursively (config fields such as contrastive_strides are tuples)."""
-  if isinstance(x, dict):
-    return {k: _tuples(v) for k, v in x.items()}
-  if isinstance(x, list):
-    return tuple(_tuples(v) for v in x)
-  return x
-
-
 def config_from_checkpoint(ckpt: checkpointing.Checkpointer,
                            step: int) -> ml_collections.ConfigDict:
   """The config saved with checkpoint `step`, as a ConfigDict."""
   saved = ckpt.restore_config(step)
-  if isinstance(saved, str):
-    saved = json.loads(saved)
-  return ml_collections.ConfigDict(_tuples(saved))
+  if saved is None:
+    raise FileNotFoundError(f'Checkpoint step {step} in {ckpt.directory} holds no config: pass the '
+                            'config the run was trained with')
+  return ml_collections.ConfigDict(configuration.json_tuples(saved))
 
 
 def class_colors(config: Any) -> np.ndarray:
@@ -209,7 +200,9 @@ def load(workdir: str, step: int | None = None, *, use_ema: bool = True,
   """Restores `workdir/checkpoints/<step>` (latest by default) into a Synthesizer.
 
   use_ema: the EMA generator (default, as in the sample grids and evaluation) or the raw one.
-  config: overrides the config saved in the checkpoint (it must describe the same networks).
+  config: replaces the config saved in the checkpoint for data and running (its dataset, train and
+    eval sections, model.dtype, ...); the networks stay those of the checkpoint, and a warning
+    names any `model`, `loss` or `optim` field of `config` that differed.
   FileNotFoundError names the folder when there is no checkpoint.
   """
   directory = os.path.join(os.path.abspath(os.path.expanduser(workdir)), 'checkpoints')
@@ -226,6 +219,9 @@ def load(workdir: str, step: int | None = None, *, use_ema: bool = True,
       raise FileNotFoundError(f'No checkpoint for step {step} in {directory} (steps: {steps})')
     if config is None:
       config = config_from_checkpoint(ckpt, step)
+    else:
+      config = configuration.with_trained_networks(
+          config, ckpt.restore_config(step), f'step {step} of {directory}')
     state = ckpt.restore(setup_lib.build(config).abstract_state(), step=step)
   params = state.ema_params if use_ema else state.g_params
   log.info('Loaded step %d of %s (%s generator)', step, directory, 'EMA' if use_ema else 'raw')

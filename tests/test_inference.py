@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import ecgan_jax
+from ecgan_jax import configuration
 from ecgan_jax.data import synthetic
 
 
@@ -67,3 +68,20 @@ def test_load_works_from_any_directory(tiny_checkpoint, tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
   synth = ecgan_jax.load(os.path.relpath(tiny_checkpoint[0]))
   assert synth.step == 0 and synth.image_size == (32, 32)
+
+
+def test_load_with_a_config_keeps_the_checkpoints_networks(tiny_checkpoint, caplog):
+  """The config given for data and running (as ecgan-synthesize --config passes it) may lack the
+  run's --config.model.* overrides: the networks still come from the checkpoint, and a warning
+  says which fields differed; other data (here another image size) is refused by name."""
+  from configs import synthetic as synthetic_config  # pylint: disable=import-outside-toplevel
+  given = synthetic_config.get_config('tiny')
+  given.dataset.crop_size = given.dataset.load_size = 32
+  given.dataset.root = '/data/somewhere'
+  with caplog.at_level('WARNING'):
+    synth = ecgan_jax.load(tiny_checkpoint[0], config=given)
+  assert synth.multimodal == 'vae' and synth.config.dataset.root == '/data/somewhere'
+  assert "model.multimodal 'none' -> 'vae'" in caplog.text
+  given.dataset.crop_size = given.dataset.load_size = 64
+  with pytest.raises(configuration.ConfigError, match=r'config\.dataset\.crop_size=64, but step 0'):
+    ecgan_jax.load(tiny_checkpoint[0], config=given)

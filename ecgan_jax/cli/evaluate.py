@@ -8,7 +8,9 @@ the validation split.
       --config.eval.segmenter_checkpoint=weights/segformer-b0-ade20k.msgpack
 
 Writes workdir/eval/<step>/{metrics.json, images/, labels/, real/, index.html} and prints a table.
-Networks without weights are randomly initialised and the log says so (docs/evaluation.md).
+The generator is the checkpoint's (its saved config's model/loss/optim fields; a warning names any
+that --config changes). Networks without weights are randomly initialised and the log says so
+(docs/evaluation.md).
 """
 import logging
 
@@ -19,7 +21,8 @@ from ecgan_jax import configuration
 from ecgan_jax.cli import common
 
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Config file of the run, optionally with :ARGS (B1..B8, tiny).',
+    'config', None, 'Config file, optionally with :ARGS (B1..B8, tiny): the data and evaluation '
+    "settings; the networks come from the config saved with the checkpoint.",
     lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run folder holding checkpoints/.')
 _STEP = flags.DEFINE_integer('step', None, 'Checkpoint step to evaluate (default: the latest).')

@@ -33,15 +33,16 @@ log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------ checkpoint
-def restore_ema_generator(workdir: str, step: int | None = None) -> tuple[int, dict]:
-  """(step, {'params': EMA generator params, **generator state}) from workdir/checkpoints (the
-  latest step unless `step`), as host numpy arrays; FileNotFoundError naming the folder."""
+def restore_ema_generator(workdir: str, step: int | None = None) -> tuple[int, dict, dict | None]:
+  """(step, {'params': EMA generator params, **generator state}, the config saved with the step as
+  a plain dict or None) from workdir/checkpoints (the latest step unless `step`), as host numpy
+  arrays; FileNotFoundError naming the folder."""
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
   directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
   if not os.path.isdir(directory):
     raise FileNotFoundError(f'No checkpoints folder {directory} (train first, or pass the run\'s '
                             '--workdir)')
-  manager = ocp.CheckpointManager(directory, item_names=('state',),
+  manager = ocp.CheckpointManager(directory, item_names=('state', 'config'),
                                   options=ocp.CheckpointManagerOptions(read_only=True))
   try:
     steps = sorted(manager.all_steps())
@@ -51,12 +52,17 @@ def restore_ema_generator(workdir: str, step: int | None = None) -> tuple[int, d
     if step not in steps:
       raise FileNotFoundError(f'No checkpoint for step {step} in {directory}; saved steps: {steps}')
     state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))['state']
+    try:
+      saved_config = manager.restore(step, args=ocp.args.Composite(
+          config=ocp.args.JsonRestore()))['config']
+    except KeyError:  # saved without a config
+      saved_config = None
   finally:
     manager.close()
   host = jax.tree.map(np.asarray, state)
   variables = {'params': host['ema_params']['generator']}
   variables.update(host['g_state']['generator'])
-  return step, variables
+  return step, variables, saved_config
 
 
 # ----------------------------------------------------------------------------------- generation
@@ -188,7 +194,8 @@ def evaluate(config: Any, workdir: str, step: int | None = None, *,
   workdir/eval/<step>/."""
   from ecgan_jax.data import pipeline  # pylint: disable=import-outside-toplevel
   metrics_wanted = evaluators_lib.check_metrics(config)
-  step, variables = restore_ema_generator(workdir, step)
+  step, variables, trained = restore_ema_generator(workdir, step)
+  config = configuration.with_trained_networks(config, trained, f'step {step} of {workdir}')
   out_dir = os.path.join(workdir, 'eval', str(step))
   is_main = jax.process_index() == 0
   log.info('Evaluating step %d of %s: %s', step, workdir, ', '.join(metrics_wanted))

@@ -4,7 +4,8 @@ One checkpoint step directory holds three items:
   'state'  the train state as unreplicated host (numpy) arrays, saved with StandardSave and restored
            onto an abstract target, so a checkpoint written on N devices restores on M devices;
   'data'   the grain iterator position (grain's Orbax handler), one JSON file per process;
-  'config' the run's config as JSON (for the record; never read back into the run).
+  'config' the run's config as JSON (never read back into the run; evaluation and `inference.load`
+           take the networks from it, `configuration.with_trained_networks`).
 Saves are asynchronous; `wait_until_finished` (also called by `close`) must run before the process
 exits, which `Checkpointer` guarantees when used as a context manager.
 
@@ -130,11 +131,15 @@ class Checkpointer:
     log.info('Restored checkpoint step %d from %s', step, self.directory)
     return restored[STATE]
 
-  def restore_config(self, step: int | None = None) -> dict:
-    """The config saved with `step` (latest by default) as a plain dict."""
+  def restore_config(self, step: int | None = None) -> dict | None:
+    """The config saved with `step` (latest by default) as a plain dict; None if it has none."""
     step = self.latest_step() if step is None else int(step)
-    return self._manager.restore(step, args=ocp.args.Composite(**{CONFIG: ocp.args.JsonRestore()}))[
-        CONFIG]
+    try:
+      saved = self._manager.restore(step, args=ocp.args.Composite(
+          **{CONFIG: ocp.args.JsonRestore()}))[CONFIG]
+    except KeyError:  # saved without config=
+      return None
+    return json.loads(saved) if isinstance(saved, str) else saved
 
   # ---------------------------------------------------------------- lifetime
   def wait_until_finished(self) -> None:

@@ -49,11 +49,14 @@ def run_dir(tmp_path_factory):
   return config, workdir, ema
 
 
-def test_evaluate_writes_metrics_images_and_html(run_dir, caplog):
+def test_evaluate_writes_metrics_images_and_html_with_the_checkpoints_networks(run_dir, caplog):
   config, workdir, ema = run_dir
+  given = config.copy_and_resolve_references()
+  given.model.ngf = 2 * config.model.ngf  # e.g. a run trained with --config.model.ngf=...
   with caplog.at_level('WARNING'):
-    metrics = runner.evaluate(config, workdir, num_examples=5, progress=False)
+    metrics = runner.evaluate(given, workdir, num_examples=5, progress=False)
   assert 'Segmenter SegFormer-tiny: NO weights' in caplog.text  # loud random-weights warning
+  assert f'model.ngf {given.model.ngf} -> {config.model.ngf}' in caplog.text
   out = os.path.join(workdir, 'eval', '3')
   record = json.load(open(os.path.join(out, 'metrics.json')))
   assert record['step'] == 3 and record['metrics'] == pytest.approx(metrics)
@@ -66,8 +69,8 @@ def test_evaluate_writes_metrics_images_and_html(run_dir, caplog):
     assert sorted(os.listdir(os.path.join(out, sub))) == sorted(f'{s}.png' for s in stems)
   html = open(os.path.join(out, 'index.html')).read()
   assert html.count('<img ') == 15 and 'images/4.png' in html
-  step, variables = runner.restore_ema_generator(workdir)
-  assert step == 3
+  step, variables, saved = runner.restore_ema_generator(workdir)
+  assert step == 3 and saved['model']['ngf'] == config.model.ngf
   jax.tree.map(np.testing.assert_array_equal, variables['params'], jax.tree.map(np.asarray, ema))
 
 
@@ -114,7 +117,7 @@ def test_periodic_evaluator_is_repeatable_and_leaves_the_variables_alone(run_dir
   config, workdir, _ = run_dir
   config = config.copy_and_resolve_references()
   config.eval.train_num_examples = 3
-  _, variables = runner.restore_ema_generator(workdir)
+  _, variables, _ = runner.restore_ema_generator(workdir)
   before = jax.tree.map(np.copy, variables)
   evaluate = runner.PeriodicEvaluator(config)
   first, second = evaluate(variables), evaluate(variables)

@@ -53,8 +53,9 @@ def main(argv=None) -> int:
     return 2
   by_name = collections.defaultdict(lambda: [0, 0])
   for name, seconds, _ in entries:
-    by_name[program_name(name)][0] += seconds
-    by_name[program_name(name)][1] += 1
+    totals = by_name[program_name(name)]
+    totals[0] += seconds
+    totals[1] += 1
   print(f'{args.folder}: {len(entries)} entries, {sum(s for _, s, _ in entries)} s of compile '
         f'(whole seconds per entry; {sum(1 for _, s, _ in entries if s == 0)} entries under 1 s)')
   print(f'\n{"seconds":>8} {"entries":>8}  program')

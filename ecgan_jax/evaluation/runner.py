@@ -18,7 +18,6 @@ import math
 import os
 from typing import Any, Callable, Mapping, NamedTuple
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -91,7 +90,7 @@ def make_predict_fn(config: Any, variables: dict) -> evaluators_lib.PredictFn:
   """A pmapped host batch [D, b, ...] -> {'image': I'' [D, b, H, W, 3]} over the local devices;
   every call draws fresh latents (multimodal) from a seeded key."""
   generate = make_generate_fn(config)
-  replicated = flax.jax_utils.replicate(jax.tree.map(jnp.asarray, variables))
+  replicated = evaluators_lib.replicate(variables)
   axis = evaluators_lib.AXIS
 
   def device_fn(v, label, instance, key):

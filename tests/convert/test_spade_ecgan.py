@@ -5,6 +5,7 @@ eval mode (spectral norm, BatchNorm statistics) through a label-space mapping, u
 keys are named, and a warm-started run starts from exactly the converted network."""
 import copy
 import dataclasses
+import functools
 import os
 import subprocess
 import sys
@@ -514,8 +515,9 @@ def test_warm_start_starts_from_the_converted_network(ecgan_small, tmp_path, mon
   assert jax.tree.all(jax.tree.map(np.array_equal, warm.d_params,
                                    variables['discriminator']['params']))
   ours_sem, t_sem = small_inputs(cfg, seed=12)
-  out_train, _ = run.init_models.generator.apply(
-      {'params': g, **warm.g_state['generator']}, ours_sem, train=True, mutable=['batch_stats'])
+  out_train, _ = jax.jit(functools.partial(run.init_models.generator.apply, train=True,
+                                           mutable=['batch_stats']))(
+      {'params': g, **warm.g_state['generator']}, ours_sem)  # one program, not ~500 eager ops
   _, ref, _ = torch_eval_and_train(t, t_sem)
   for key, r, r32 in zip(('image', 'coarse_image', 'edge'), ref, torch_float32_train(t, t_sem)):
     assert_close(out_train[key], to_nhwc(r), to_nhwc(r32), what=key)

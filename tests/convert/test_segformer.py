@@ -1,5 +1,6 @@
 """SegFormer in Flax against transformers' own SegformerForSemanticSegmentation (random weights,
 built offline), through the converter; plus variant parameter counts and checkpoint handling."""
+import functools
 import os
 import subprocess
 import sys
@@ -20,6 +21,11 @@ from ecgan_jax.convert import segformer as convert_segformer  # noqa: E402
 from ecgan_jax.models import segformer  # noqa: E402
 
 TOL = 1e-4
+
+
+def _apply(model, variables, image, **kwargs):
+  """model.apply as one jitted program (eagerly, each of its ~200 ops would compile on its own)."""
+  return jax.jit(functools.partial(model.apply, **kwargs))(variables, jnp.asarray(image))
 # A tiny MiT with every structural feature: 4 stages, sr ratios 8/4/2/1, several blocks, 5 labels.
 # Heads are MiT's standard (1, 2, 5, 8) so that the spec is recoverable from weights alone.
 TINY = dict(hidden_sizes=[8, 16, 40, 64], depths=[1, 2, 1, 1], num_attention_heads=[1, 2, 5, 8],
@@ -75,7 +81,7 @@ def test_safetensors_folder_gives_transformers_logits(hf_model, hf_folder, image
   assert 'model.safetensors' in os.listdir(hf_folder)
   model, variables = convert_segformer.segformer_from_checkpoint(hf_folder)
   assert model.resolved_spec().depths == (1, 2, 1, 1)
-  out = model.apply(variables, jnp.asarray(image))
+  out = _apply(model, variables, image)
   ref = _torch_logits(hf_model, image)
   assert out.shape == ref.shape == (2, 16, 12, 5)
   assert np.abs(ref).max() > 0.5  # a non-trivial comparison
@@ -113,7 +119,7 @@ def test_train_mode_matches_torch_train_mode_and_updates_batch_stats(hf_folder, 
   hf = transformers.SegformerForSemanticSegmentation.from_pretrained(hf_folder).train()
   model, variables = convert_segformer.segformer_from_checkpoint(hf_folder)
   ref = _torch_logits(hf, image)  # also updates hf's running stats (momentum 0.1)
-  out, updates = model.apply(variables, jnp.asarray(image), train=True, mutable=['batch_stats'])
+  out, updates = _apply(model, variables, image, train=True, mutable=['batch_stats'])
   np.testing.assert_allclose(np.asarray(out), ref, atol=TOL, rtol=0)
   bn = hf.decode_head.batch_norm
   stats = updates['batch_stats']['decode_head']['batch_norm']
@@ -135,8 +141,8 @@ def test_msgpack_round_trip_keeps_spec_and_logits(hf_folder, image, tmp_path):
   model, restored = convert_segformer.segformer_from_checkpoint(path)
   assert model.resolved_spec() == spec and model.num_labels == 5
   jax.tree.map(np.testing.assert_array_equal, restored, variables)
-  a = model.apply(restored, jnp.asarray(image))
-  b = model.apply(variables, jnp.asarray(image))
+  a = _apply(model, restored, image)
+  b = _apply(model, variables, image)
   np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
@@ -240,8 +246,8 @@ def test_build_label_generator_reads_config():
 def test_bfloat16_compute_stays_close_to_float32(hf_folder, image):
   model, variables = convert_segformer.segformer_from_checkpoint(hf_folder)
   bf16, _ = convert_segformer.segformer_from_checkpoint(hf_folder, dtype=jnp.bfloat16)
-  a = np.asarray(model.apply(variables, jnp.asarray(image)))
-  b = bf16.apply(variables, jnp.asarray(image))
+  a = np.asarray(_apply(model, variables, image))
+  b = _apply(bf16, variables, image)
   assert b.dtype == jnp.float32
   assert np.abs(np.asarray(b) - a).max() < 0.1 * np.abs(a).max()
   assert jax.tree.leaves(variables)[0].dtype == np.float32

@@ -264,13 +264,15 @@ def test_gathered_anchors_identical_on_all_replicas_and_gradient_is_exact():
   assert np.all(np.asarray(vals) == np.asarray(vals)[0])
   assert labs.shape == (n_dev, n_dev * 6) and np.all(np.asarray(labs) == np.asarray(labs)[0])
 
+  @jax.jit  # one program each, not ~120 eager ops
   def reference(w):
     parts = [losses.sample_anchors(jax.random.fold_in(key, d), emb[d] * w, lab[d], **kw)
              for d in range(n_dev)]
     return losses.pixel_contrastive_loss(*(jnp.concatenate(x) for x in zip(*parts)))
 
   np.testing.assert_allclose(np.asarray(vals)[0], float(reference(w)), rtol=1e-5)
-  np.testing.assert_allclose(np.asarray(grads)[0], float(jax.grad(reference)(w)), rtol=1e-4)
+  np.testing.assert_allclose(np.asarray(grads)[0], float(jax.jit(jax.grad(reference))(w)),
+                             rtol=1e-4)
 
 
 def naive_class_l1(class_image, image, labels, num_classes, ignore_label):

@@ -221,12 +221,15 @@ def test_shard_map_body_keeps_banks_identical_and_gathered_gradient_exact():
     assert np.all(leaf == leaf[0])
   assert np.all(np.asarray(banks.segment_count)[0] > 0)
 
+  emb, lab = np.asarray(emb), np.asarray(lab)  # host copies: the reference slices them per device
+
+  @jax.jit  # one program each, not ~130 eager ops
   def reference(w):
     parts = [losses.sample_anchors(jax.random.fold_in(key, d), emb[d:d + 1] * w, lab[d:d + 1], **kw)
              for d in range(8)]
     return losses.pixel_contrastive_loss(*(jnp.concatenate(x) for x in zip(*parts)))
 
   np.testing.assert_allclose(float(vals[0]), float(reference(1.3)), rtol=1e-5)
-  ref_grad = float(jax.grad(reference)(1.3))
+  ref_grad = float(jax.jit(jax.grad(reference))(1.3))
   assert np.isfinite(ref_grad)
   np.testing.assert_allclose(float(grads[0]), ref_grad, rtol=1e-4)

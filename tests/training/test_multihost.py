@@ -9,8 +9,9 @@ def test_two_processes_of_four_devices_equal_one_process_of_eight(tmp_path):
   multi, single = str(tmp_path / 'multi'), str(tmp_path / 'single')
   env4 = helpers.subprocess_env(4)  # the session's compile cache: test_step reuses the 1 x 8 step
 
-  # The init program is the same in all three processes: compiled here once (the session's
-  # compile cache), it is loaded by each of them instead of compiled three times side by side.
+  # Compiled here once (the session's compile cache), the init program is loaded by the 1 x 8
+  # reference. The 2 x 4 pair compile their own: the cache key holds each process's device
+  # topology (docs/performance.md, "Test-suite speed").
   config = micro_multihost_config()
   start_state = setup.build(config).initial_state()
 

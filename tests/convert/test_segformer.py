@@ -26,6 +26,8 @@ TOL = 1e-4
 def _apply(model, variables, image, **kwargs):
   """model.apply as one jitted program (eagerly, each of its ~200 ops would compile on its own)."""
   return jax.jit(functools.partial(model.apply, **kwargs))(variables, jnp.asarray(image))
+
+
 # A tiny MiT with every structural feature: 4 stages, sr ratios 8/4/2/1, several blocks, 5 labels.
 # Heads are MiT's standard (1, 2, 5, 8) so that the spec is recoverable from weights alone.
 TINY = dict(hidden_sizes=[8, 16, 40, 64], depths=[1, 2, 1, 1], num_attention_heads=[1, 2, 5, 8],

@@ -47,11 +47,11 @@ def test_segment_aware_decoder_equals_a_loop_of_per_class_decoders():
   assert len(np.unique(np.asarray(ids))) == n + 1  # 12 classes and the no-class pixels
   f = jax.random.normal(KEY, (1, 16, 16, 8))
   dec = class_specific.ClassSpecificDecoder(widths=(6, 5), spectral_norm='none')
-  variables = dec.init(KEY, f, ids, False)
-  # non-zero biases, so that leaking a bias across segments would show
-  params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(KEY, p.shape),
-                        variables['params'])
-  got = dec.apply({'params': params}, f, ids, False)
+  # non-zero biases, so that leaking a bias across segments would show (init and apply jitted:
+  # one program each, not one per op)
+  params = jax.jit(lambda k: jax.tree.map(lambda p: p + 0.1 * jax.random.normal(k, p.shape),
+                                          dec.init(k, f, ids, False)['params']))(KEY)
+  got = jax.jit(lambda p: dec.apply({'params': p}, f, ids, False))(params)
   want = _naive(params, f, ids, n)
   np.testing.assert_allclose(got, want, atol=1e-5)
   small = np.asarray(ids[0] == n - 1)

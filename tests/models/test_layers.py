@@ -216,7 +216,7 @@ def block_inputs():
 
 def test_remat_gives_the_same_outputs_gradients_and_parameter_layout():
   x, seg = block_inputs()
-  v = SPADEResBlock(4, hidden=4).init(KEY, x, seg, False)
+  v = jax.jit(lambda k: SPADEResBlock(4, hidden=4).init(k, x, seg, False))(KEY)  # one program
 
   def loss(params, remat):
     y, _ = resblock_class(remat)(4, hidden=4).apply({**v, 'params': params}, x, seg, True,
@@ -313,9 +313,9 @@ def test_data_block_conv_equals_the_plain_convolution(k, stride, pad, block, mod
   x = jnp.asarray(np.concatenate([dense[..., :a], hot, dense[..., a:]], axis=-1))
   plain = Conv(7, k, strides=stride, padding=pad)
   gathered = Conv(7, k, strides=stride, padding=pad, **{mode: block})
-  params = plain.init(KEY, x)
-  params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(KEY, p.shape), params)
-  assert jax.tree.structure(params) == jax.tree.structure(gathered.init(KEY, x))
+  params = jax.jit(lambda k: jax.tree.map(lambda p: p + 0.1 * jax.random.normal(k, p.shape),
+                                          plain.init(k, x)))(KEY)  # one program, not one per op
+  assert jax.tree.structure(params) == jax.tree.structure(jax.eval_shape(gathered.init, KEY, x))
 
   def loss(mod):
     return jax.jit(jax.value_and_grad(lambda p, x: jnp.sum(jnp.sin(mod.apply(p, x))),
@@ -370,10 +370,17 @@ def test_winograd_conv_equals_xla_convolution_and_its_gradients(shape):
   x = jax.random.normal(jax.random.PRNGKey(0), (b, h, w, cin))
   k = jax.random.normal(jax.random.PRNGKey(1), (3, 3, cin, cout)) / np.sqrt(9 * cin)
   dy = jax.random.normal(jax.random.PRNGKey(2), (b, h, w, cout))
-  ya, vjp_a = jax.vjp(layers.winograd_conv3x3, x, k)
-  yb, vjp_b = jax.vjp(lambda x, k: layers._xla_conv(x, k, 1, 1), x, k)
+
+  def value_and_grads(f):  # one jitted program per side (eagerly: ~70 programs, one per op)
+    def run(x, k, dy):
+      y, vjp = jax.vjp(f, x, k)
+      return y, vjp(dy)
+    return jax.jit(run)(x, k, dy)
+
+  ya, grads_a = value_and_grads(layers.winograd_conv3x3)
+  yb, grads_b = value_and_grads(lambda x, k: layers._xla_conv(x, k, 1, 1))
   np.testing.assert_allclose(ya, yb, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(yb))))
-  for ga, gb in zip(vjp_a(dy), vjp_b(dy)):
+  for ga, gb in zip(grads_a, grads_b):
     np.testing.assert_allclose(ga, gb, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(gb))))
 
 

@@ -1,7 +1,7 @@
 """How many XLA programs each test compiles in the pytest process, and how long they take.
 
   python benchmarks/compiles_per_test.py tests/losses tests/convert          # pytest arguments
-  python benchmarks/compiles_per_test.py --top=40 --json=/tmp/c.json tests/models -- -x
+  python benchmarks/compiles_per_test.py --top=40 --json=/tmp/c.json tests/models -x
 
 It runs pytest in this process with itself as a plugin. The plugin adds up JAX's backend-compile
 events (`/jax/core/compile/backend_compile_duration`) per test and prints the tests with the most
